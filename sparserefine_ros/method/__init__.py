@@ -1,0 +1,48 @@
+"""The SparseRefine method as a plain PyTorch library (no ROS imports).
+
+A dense model segments a downscaled image; pixels whose prediction entropy exceeds ``tau`` are
+refined by a sparse UNet reading the full-resolution image, and a learned gate fuses the two.
+"""
+
+from .ensembler import GatedEnsembler
+from .entropy import entropy, select_uncertain
+from .errors import CheckpointError
+from .pipeline import (
+    RefineOutput,
+    SegmentationResult,
+    Selection,
+    SparseRefine,
+    SparseRefinePipeline,
+    load_refiner,
+    save_refiner,
+)
+from .refiner import SparseRefiner
+from .training import (
+    StepMetrics,
+    cosine_schedule,
+    eval_step,
+    make_optimizer,
+    sparserefine_loss,
+    train_step,
+)
+
+__all__ = [
+    "CheckpointError",
+    "GatedEnsembler",
+    "RefineOutput",
+    "SegmentationResult",
+    "Selection",
+    "SparseRefine",
+    "SparseRefinePipeline",
+    "SparseRefiner",
+    "StepMetrics",
+    "cosine_schedule",
+    "entropy",
+    "eval_step",
+    "load_refiner",
+    "make_optimizer",
+    "save_refiner",
+    "select_uncertain",
+    "sparserefine_loss",
+    "train_step",
+]

@@ -1,0 +1,351 @@
+"""SparseRefine end to end: dense model at low resolution, sparse refinement at full resolution.
+
+``SparseRefine`` is the learned part (sparse refiner + gated ensembler) together with the
+settings it was trained with; it is what checkpoints hold. ``SparseRefinePipeline`` wraps it
+with any dense segmentation model for inference on uint8 RGB images.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn import functional as F
+
+from .ensembler import GatedEnsembler
+from .entropy import entropy, select_uncertain
+from .errors import CheckpointError
+from .refiner import SparseRefiner
+from .sparse import DEFAULT_BACKEND, SparseTensor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CHECKPOINT_FORMAT = "sparserefine"
+CHECKPOINT_VERSION = "1"
+
+DenseModel = Callable[[torch.Tensor], torch.Tensor]
+
+
+class StageTimer:
+    """Wall time in ms per named stage (summed if a stage is entered twice).
+
+    On CUDA it synchronises around each stage, otherwise asynchronous kernels would be charged
+    to whichever later stage happens to wait for them.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.ms: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+@dataclass
+class Selection:
+    """Pixels chosen for refinement, at full resolution.
+
+    ``rows``/``cols`` give the low-resolution row/column of each full-resolution row/column
+    (nearest-neighbour upsampling, ``floor(i * h / H)``), so full-resolution views of low-res
+    maps are plain gathers and the full-resolution logits are never materialised.
+    """
+
+    entropy: torch.Tensor  # (B, H, W) float32, the low-res entropy repeated over each block
+    mask: torch.Tensor  # (B, H, W) bool
+    coords: torch.Tensor  # (N, 3) int64 [batch, y, x], raster order
+    rows: torch.Tensor  # (H,) int64
+    cols: torch.Tensor  # (W,) int64
+
+    def upsample(self, low: torch.Tensor) -> torch.Tensor:
+        """Nearest-neighbour upsampling of a (B, h, w) map to (B, H, W)."""
+        return _nearest(low, self.rows, self.cols)
+
+
+def _nearest(low: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    return low.index_select(1, rows).index_select(2, cols)
+
+
+@dataclass
+class RefineOutput:
+    """Per selected pixel (rows follow ``selection.coords``): the three predictions and gate."""
+
+    selection: Selection
+    dense_logits: torch.Tensor  # (N, C) the dense model's (upsampled) logits
+    sparse_logits: torch.Tensor  # (N, C) the refiner's logits
+    logits: torch.Tensor  # (N, C) the ensembler's fused logits
+    gate: torch.Tensor  # (N,) weight of the dense logits in the fusion
+
+
+@dataclass
+class SegmentationResult:
+    """Pipeline output on the CPU, at the full input resolution."""
+
+    classes: torch.Tensor  # (B, H, W) int64, refined
+    dense_classes: torch.Tensor  # (B, H, W) int64, the dense model's upsampled prediction
+    entropy: torch.Tensor  # (B, H, W) float32
+    refine_mask: torch.Tensor  # (B, H, W) bool
+    num_selected: list[int]  # per image
+    dense_size: tuple[int, int]  # (h, w) at which the dense model ran
+    timings_ms: dict[str, float]  # preprocess, dense, select, refine, fuse, total
+
+
+class SparseRefine(nn.Module):
+    """The trained part of the method and the settings it belongs with.
+
+    ``tau`` is the entropy threshold (natural log) above which a pixel is refined;
+    ``max_fraction`` optionally caps the refined share of each image; ``scale`` is the dense
+    model's input resolution relative to the camera image; ``mean``/``std`` normalize RGB in
+    [0, 1]. The remaining arguments shape the ``SparseRefiner`` and ``GatedEnsembler``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        tau: float = 0.1,
+        max_fraction: float | None = None,
+        scale: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        widths: Sequence[int] = (16, 32, 64, 128),
+        blocks: int | Sequence[int] = 1,
+        use_coords: bool = False,
+        use_probs: bool = False,
+        backend: str = DEFAULT_BACKEND,
+        ensembler_hidden: int = 32,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
+        if max_fraction is not None and not 0.0 < max_fraction <= 1.0:
+            raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std > 0: {mean}, {std}")
+        self.num_classes = int(num_classes)
+        self.tau = float(tau)
+        self.max_fraction = None if max_fraction is None else float(max_fraction)
+        self.scale = float(scale)
+        self.refiner = SparseRefiner(num_classes, widths, blocks, use_coords, use_probs, backend)
+        self.ensembler = GatedEnsembler(num_classes, ensembler_hidden)
+        # Not persistent: the config carries them, the state dict holds learned weights only.
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), False)
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (JSON-serialisable): ``SparseRefine.from_config`` rebuilds it."""
+        refiner = self.refiner.config
+        del refiner["num_classes"]
+        return {
+            "num_classes": self.num_classes,
+            "tau": self.tau,
+            "max_fraction": self.max_fraction,
+            "scale": self.scale,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+            **refiner,
+            "ensembler_hidden": self.ensembler.hidden,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> SparseRefine:
+        return cls(**config)
+
+    def dense_size(self, height: int, width: int) -> tuple[int, int]:
+        return max(1, round(height * self.scale)), max(1, round(width * self.scale))
+
+    def preprocess(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 RGB (B, 3, H, W) -> normalized float32 images at full and at dense resolution.
+
+        Downscaling uses area averaging (block means for integer factors), which does not
+        alias thin structures away before the dense model sees them.
+        """
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"expected uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        full = (images.to(self.mean.device, torch.float32) / 255.0 - self.mean) / self.std
+        size = self.dense_size(*full.shape[-2:])
+        low = full if size == tuple(full.shape[-2:]) else F.interpolate(full, size, mode="area")
+        return full, low
+
+    def run_dense(self, dense_model: DenseModel, low: torch.Tensor) -> torch.Tensor:
+        """Dense logits (B, C, h, w) at the dense input size ``low.shape[-2:]``.
+
+        Models whose output is smaller (output stride 4 or 8) or larger are resized to it
+        bilinearly, as segmentation heads are; after that the method only upsamples nearest.
+        """
+        logits = dense_model(low)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
+            raise TypeError("the dense model must return a logits tensor (B, C, h, w)")
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"dense model gives {logits.shape[1]} classes, refiner has {self.num_classes}"
+            )
+        if logits.shape[-2:] != low.shape[-2:]:
+            logits = F.interpolate(logits, low.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.float()
+
+    def select(self, low_logits: torch.Tensor, full_size: Sequence[int]) -> Selection:
+        """Entropy once at low resolution, expanded to full resolution, thresholded there."""
+        height, width = int(full_size[0]), int(full_size[1])
+        low_h, low_w = low_logits.shape[-2:]
+        device = low_logits.device
+        rows = torch.arange(height, device=device) * low_h // height
+        cols = torch.arange(width, device=device) * low_w // width
+        full_entropy = _nearest(entropy(low_logits), rows, cols)
+        mask = select_uncertain(full_entropy, self.tau, self.max_fraction)
+        return Selection(full_entropy, mask, torch.nonzero(mask), rows, cols)
+
+    def refine(
+        self, full: torch.Tensor, low_logits: torch.Tensor, selection: Selection
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense and sparse logits (N, C) at the selected pixels."""
+        b, y, x = selection.coords.unbind(1)
+        dense_logits = low_logits[b, :, selection.rows[y], selection.cols[x]]
+        probs = F.softmax(dense_logits, dim=1) if self.refiner.use_probs else None
+        feats = self.refiner.features(full[b, :, y, x], selection.coords, full.shape[-2:], probs)
+        sparse = SparseTensor(selection.coords, feats, full.shape[0], tuple(full.shape[-2:]))
+        return dense_logits, self.refiner(sparse)
+
+    def forward(
+        self, full: torch.Tensor, low_logits: torch.Tensor, timer: StageTimer | None = None
+    ) -> RefineOutput:
+        """Select, refine and fuse, given normalized full-res images and dense logits."""
+
+        def stage(name: str):
+            return nullcontext() if timer is None else timer(name)
+
+        with stage("select"):
+            selection = self.select(low_logits, full.shape[-2:])
+        if selection.coords.shape[0] == 0:
+            empty = low_logits.new_zeros(0, self.num_classes)
+            return RefineOutput(selection, empty, empty, empty, low_logits.new_zeros(0))
+        with stage("refine"):
+            dense_logits, sparse_logits = self.refine(full, low_logits, selection)
+        with stage("fuse"):
+            logits, gate = self.ensembler(dense_logits, sparse_logits)
+        return RefineOutput(selection, dense_logits, sparse_logits, logits, gate)
+
+
+class SparseRefinePipeline:
+    """Inference: uint8 RGB images in, refined full-resolution class maps out.
+
+    ``dense_model`` is any module or callable mapping normalized float images (B, 3, h, w) to
+    logits (B, C, h', w'); it runs at ``sparserefine.scale`` times the input resolution. All
+    images of one call (e.g. several cameras) share a size and run as one batch.
+    """
+
+    def __init__(
+        self,
+        dense_model: DenseModel,
+        sparserefine: SparseRefine,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        if isinstance(dense_model, nn.Module):
+            dense_model = dense_model.to(self.device).eval()
+        self.dense_model = dense_model
+        self.model = sparserefine.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> SegmentationResult:
+        """Segment a batch of uint8 RGB images (B, 3, H, W)."""
+        timer = StageTimer(self.device)
+        with timer("total"):
+            with timer("preprocess"):
+                full, low = self.model.preprocess(images.to(self.device))
+            with timer("dense"):
+                low_logits = self.model.run_dense(self.dense_model, low)
+            output = self.model(full, low_logits, timer)
+            selection = output.selection
+            with timer("fuse"):
+                dense_classes = selection.upsample(low_logits.argmax(dim=1))
+                classes = dense_classes.clone()
+                if output.logits.shape[0]:
+                    b, y, x = selection.coords.unbind(1)
+                    classes[b, y, x] = output.logits.argmax(dim=1)
+            num_selected = selection.mask.flatten(1).sum(dim=1).tolist()
+            result = SegmentationResult(
+                classes=classes.cpu(),
+                dense_classes=dense_classes.cpu(),
+                entropy=selection.entropy.cpu(),
+                refine_mask=selection.mask.cpu(),
+                num_selected=num_selected,
+                dense_size=tuple(low.shape[-2:]),
+                timings_ms=timer.ms,
+            )
+        timer.ms.setdefault("refine", 0.0)  # skipped when nothing is selected
+        return result
+
+    def segment_numpy(self, image: np.ndarray) -> SegmentationResult:
+        """Segment one (H, W, 3) uint8 RGB array (a batch of one)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} {image.shape}"
+            )
+        return self(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None])
+
+
+def save_refiner(path: str | Path, module: SparseRefine) -> None:
+    """Write weights (safetensors) with the JSON config in the file's metadata."""
+    state = {name: t.detach().cpu().contiguous() for name, t in module.state_dict().items()}
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": json.dumps(module.config),
+    }
+    save_file(state, str(path), metadata=metadata)
+
+
+def load_refiner(path: str | Path) -> SparseRefine:
+    """Rebuild a ``SparseRefine`` (on the CPU, eval mode) from ``save_refiner``'s file.
+
+    Raises ``CheckpointError`` if the file is missing, is not a readable safetensors file, is
+    not a SparseRefine checkpoint or holds weights that do not fit its own config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no refiner checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            metadata = file.metadata() or {}
+            state = {name: file.get_tensor(name) for name in file.keys()}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a SparseRefine checkpoint (no format tag)")
+    if metadata.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {metadata.get('version')!r}, "
+            f"this code reads {CHECKPOINT_VERSION!r}"
+        )
+    try:
+        module = SparseRefine.from_config(json.loads(metadata["config"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid config: {error}") from error
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not match its config: {error}") from error
+    return module.eval()

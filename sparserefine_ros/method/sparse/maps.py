@@ -1,0 +1,156 @@
+"""Neighbour and down/up maps of a sparse tensor, built once per level from a dense index grid.
+
+A dense int32 grid holding each active site's row (or a pad value) turns every neighbour lookup
+into one gather; on the 2-core CPU of the target machines that was 5-9x faster than sorting the
+coordinates and using ``searchsorted``. The grid costs 4 bytes per grid site (8 MiB for one
+2048x1024 image) and is freed once the map is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .tensor import SparseTensor
+
+# Kernel offset k of a 3x3 kernel is (ky, kx) = divmod(k, 3), i.e. (dy, dx) = (ky - 1, kx - 1):
+# the layout of torch.nn.functional.conv2d weights, so weights compare one to one.
+_CENTER = 4
+
+
+@dataclass
+class SubmanifoldMap:
+    """For each site and each of the 9 offsets of a 3x3 kernel, the row of the neighbour.
+
+    ``neighbours`` is (N, 9) int64; an inactive neighbour holds N, the row of a zero pad row
+    appended to the features, so the one-GEMM path needs no masking.
+    """
+
+    neighbours: torch.Tensor
+    _pairs: list[tuple[int, torch.Tensor, torch.Tensor]] | None = field(default=None, repr=False)
+
+    @property
+    def num_sites(self) -> int:
+        return self.neighbours.shape[0]
+
+    def pairs(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(offset, input rows, output rows) for every non-centre offset with active pairs."""
+        if self._pairs is None:
+            pairs = []
+            for k in range(9):
+                if k == _CENTER:
+                    continue
+                column = self.neighbours[:, k]
+                out_rows = torch.nonzero(column < self.num_sites).squeeze(1)
+                if out_rows.numel():
+                    pairs.append((k, column[out_rows], out_rows))
+            self._pairs = pairs
+        return self._pairs
+
+
+@dataclass(frozen=True)
+class DownMap:
+    """The stride-2 link between a level (fine) and the next one (coarse).
+
+    Coarse sites are ``unique(fine // 2)`` in raster order on a grid of ``ceil(H/2) x ceil(W/2)``
+    (the result of ``conv2d`` on the fine grid zero-padded to even size). ``table`` (Nc, 4) holds
+    the fine row at each 2x2 kernel offset ``ky * 2 + kx`` of a coarse site (Nf where there is
+    none); ``fine_index`` is ``parent * 4 + offset`` for every fine site, which the transposed
+    convolution uses to go back to exactly the fine sites (``fine_coords``, in their order).
+    """
+
+    fine_coords: torch.Tensor
+    fine_shape: tuple[int, int]
+    coarse_coords: torch.Tensor
+    coarse_shape: tuple[int, int]
+    table: torch.Tensor
+    fine_index: torch.Tensor
+
+
+def submanifold_map(x: SparseTensor) -> SubmanifoldMap:
+    """The 3x3 neighbour map of ``x``'s level, from its cache or built and cached."""
+    key = ("subm", x.stride)
+    cached = x.cache.get(key)
+    if cached is None:
+        cached = x.cache[key] = _build_submanifold_map(x)
+    return cached
+
+
+def down_map(x: SparseTensor) -> DownMap:
+    """The map from ``x``'s level to the next coarser one, from its cache or built and cached."""
+    key = ("down", x.stride)
+    cached = x.cache.get(key)
+    if cached is None:
+        cached = x.cache[key] = _build_down_map(x)
+    return cached
+
+
+def _build_submanifold_map(x: SparseTensor) -> SubmanifoldMap:
+    height, width = x.spatial_shape
+    num_sites = x.num_sites
+    device = x.coords.device
+    # One-site border so every offset of every site indexes inside the grid.
+    padded_h, padded_w = height + 2, width + 2
+    grid = torch.full(
+        (x.batch_size * padded_h * padded_w,), num_sites, dtype=torch.int32, device=device
+    )
+    b, y, xx = x.coords.unbind(1)
+    base = (b * padded_h + y + 1) * padded_w + xx + 1
+    grid[base] = torch.arange(num_sites, dtype=torch.int32, device=device)
+    offsets = torch.tensor(
+        [dy * padded_w + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], device=device
+    )
+    neighbours = grid[base[:, None] + offsets[None, :]].long()
+    return SubmanifoldMap(neighbours)
+
+
+def _build_down_map(x: SparseTensor) -> DownMap:
+    height, width = x.spatial_shape
+    coarse_h, coarse_w = (height + 1) // 2, (width + 1) // 2
+    device = x.coords.device
+    num_fine = x.num_sites
+    b, y, xx = x.coords.unbind(1)
+    flat = (b * coarse_h + y // 2) * coarse_w + xx // 2
+    lookup = torch.full((x.batch_size * coarse_h * coarse_w,), -1, dtype=torch.int64, device=device)
+    lookup[flat] = 0
+    occupied = torch.nonzero(lookup == 0).squeeze(1)
+    lookup[occupied] = torch.arange(occupied.numel(), device=device)
+    parent = lookup[flat]
+    fine_index = parent * 4 + (y % 2) * 2 + xx % 2
+    table = torch.full((occupied.numel() * 4,), num_fine, dtype=torch.int64, device=device)
+    table[fine_index] = torch.arange(num_fine, device=device)
+    plane = coarse_h * coarse_w
+    coarse_coords = torch.stack(
+        (occupied // plane, (occupied % plane) // coarse_w, occupied % coarse_w), dim=1
+    )
+    return DownMap(
+        x.coords,
+        x.spatial_shape,
+        coarse_coords,
+        (coarse_h, coarse_w),
+        table.view(-1, 4),
+        fine_index,
+    )
+
+
+def build_maps(x: SparseTensor, num_levels: int) -> SparseTensor:
+    """Build every map a ``num_levels``-level UNet needs on ``x`` ahead of the forward pass.
+
+    Returns ``x`` unchanged (its cache filled); the forward pass then only computes. Useful to
+    time map construction apart from the convolutions.
+    """
+    level = x
+    for index in range(num_levels):
+        submanifold_map(level)
+        if index + 1 < num_levels:
+            link = down_map(level)
+            level = SparseTensor(
+                link.coarse_coords,
+                level.feats.new_empty(link.coarse_coords.shape[0], 0),
+                level.batch_size,
+                link.coarse_shape,
+                level.stride * 2,
+                level.cache,
+            )
+    return x

@@ -1,0 +1,73 @@
+"""Entropy and the selection of uncertain pixels, against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from sparserefine_ros.method import entropy, select_uncertain
+
+
+def test_entropy_hand_values():
+    logits = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0],  # uniform: ln 4
+            [0.0, math.log(3.0), -1e4, -1e4],  # p = (1/4, 3/4, 0, 0)
+            [1e4, 0.0, 0.0, 0.0],  # saturated: 0, not NaN
+        ],
+        dtype=torch.float64,
+    )
+    expected = torch.tensor(
+        [math.log(4.0), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), 0.0],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(entropy(logits), expected, rtol=0, atol=1e-12)
+
+
+def test_entropy_reduces_over_class_dim_of_images():
+    logits = torch.randn(2, 5, 3, 4)
+    values = entropy(logits)
+    assert values.shape == (2, 3, 4)
+    assert torch.all(values >= 0) and torch.all(values <= math.log(5) + 1e-6)
+    torch.testing.assert_close(entropy(logits.movedim(1, -1), dim=-1), values)
+
+
+ENTROPY = torch.tensor(
+    [
+        [[0.9, 0.1, 0.5], [0.5, 0.3, 0.7]],
+        [[0.2, 0.2, 0.2], [0.2, 0.2, 0.2]],
+    ]
+)
+
+
+def test_threshold_is_strict():
+    mask = select_uncertain(ENTROPY, tau=0.5)
+    expected = torch.tensor(
+        [[[True, False, False], [False, False, True]], [[False] * 3, [False] * 3]]
+    )
+    assert torch.equal(mask, expected)
+
+
+def test_budget_keeps_highest_entropy_and_breaks_ties_in_raster_order():
+    # 6 pixels per image, budget ceil(0.4 * 6) = 3 per image.
+    mask = select_uncertain(ENTROPY, tau=0.15, max_fraction=0.4)
+    expected = torch.tensor(
+        [
+            [[True, False, True], [False, False, True]],  # 0.9, 0.7, then 0.5 at (0, 2) first
+            [[True, True, True], [False, False, False]],  # all tied: the first three
+        ]
+    )
+    assert torch.equal(mask, expected)
+    assert torch.equal(mask.flatten(1).sum(1), torch.tensor([3, 3]))
+
+
+def test_budget_above_count_changes_nothing():
+    assert torch.equal(
+        select_uncertain(ENTROPY, tau=0.5, max_fraction=1.0), select_uncertain(ENTROPY, tau=0.5)
+    )
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_budget_outside_unit_interval_is_rejected(fraction):
+    with pytest.raises(ValueError, match="max_fraction"):
+        select_uncertain(ENTROPY, tau=0.1, max_fraction=fraction)

@@ -1,0 +1,199 @@
+"""The inference pipeline on a tiny random dense model, and refiner checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn import functional as F
+
+from sparserefine_ros.method import (
+    CheckpointError,
+    SparseRefine,
+    SparseRefinePipeline,
+    entropy,
+    load_refiner,
+    save_refiner,
+)
+
+NUM_CLASSES = 4
+STAGES = {"preprocess", "dense", "select", "refine", "fuse", "total"}
+
+
+def tiny_dense_model(stride: int = 1) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=stride, padding=1), nn.ReLU(), nn.Conv2d(8, NUM_CLASSES, 1)
+    )
+
+
+def random_images(batch=2, height=30, width=44, seed=0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, generator=generator)
+
+
+def make_pipeline(tau: float | None = None, dense=None, **settings) -> SparseRefinePipeline:
+    """Pipeline whose ``tau`` defaults to the 70th percentile of the test images' entropy."""
+    torch.manual_seed(1)
+    dense = tiny_dense_model() if dense is None else dense
+    model = SparseRefine(NUM_CLASSES, tau=0.0, widths=(8, 16, 32), **settings)
+    if tau is None:
+        with torch.no_grad():
+            low = model.preprocess(random_images())[1]
+            tau = float(entropy(model.run_dense(dense.eval(), low)).quantile(0.7))
+    model.tau = tau
+    return SparseRefinePipeline(dense, model)
+
+
+def test_outputs_at_full_resolution():
+    pipeline = make_pipeline()
+    images = random_images()
+    result = pipeline(images)
+    assert result.classes.shape == result.dense_classes.shape == (2, 30, 44)
+    assert result.entropy.shape == result.refine_mask.shape == (2, 30, 44)
+    assert result.classes.dtype == result.dense_classes.dtype == torch.int64
+    assert result.entropy.dtype == torch.float32 and result.refine_mask.dtype == torch.bool
+    assert result.dense_size == (15, 22)
+    assert result.num_selected == result.refine_mask.flatten(1).sum(1).tolist()
+    assert all(n > 0 for n in result.num_selected)
+    assert set(result.timings_ms) == STAGES and all(t >= 0 for t in result.timings_ms.values())
+
+    # Dense prediction and entropy: the low-res ones, upsampled nearest (exact 2x here).
+    model = pipeline.model
+    with torch.no_grad():
+        low_logits = model.run_dense(pipeline.dense_model, model.preprocess(images)[1])
+    upsampled = F.interpolate(low_logits, size=(30, 44), mode="nearest")
+    assert torch.equal(result.dense_classes, upsampled.argmax(1))
+    torch.testing.assert_close(result.entropy, entropy(upsampled))
+    assert torch.equal(result.refine_mask, result.entropy > model.tau)
+
+
+def test_unselected_pixels_keep_the_dense_prediction():
+    result = make_pipeline()(random_images())
+    unselected = ~result.refine_mask
+    assert torch.equal(result.classes[unselected], result.dense_classes[unselected])
+
+
+def test_selected_pixels_take_the_refined_prediction():
+    """Dense model never predicts class 3; a gate forced to the refiner, which says 3, must win."""
+    dense = tiny_dense_model()
+    with torch.no_grad():
+        dense[2].bias[3] = -100.0
+    pipeline = make_pipeline(dense=dense)
+    refiner, ensembler = pipeline.model.refiner, pipeline.model.ensembler
+    with torch.no_grad():
+        refiner.classifier.weight.zero_()
+        refiner.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 100.0]))
+        ensembler.gate[-1].bias.fill_(-100.0)  # w = 0: fused = sparse logits
+    result = pipeline(random_images())
+    mask = result.refine_mask
+    assert mask.any() and not mask.all()
+    assert not (result.dense_classes == 3).any()
+    assert (result.classes[mask] == 3).all()
+    assert torch.equal(result.classes[~mask], result.dense_classes[~mask])
+
+
+def test_deterministic():
+    pipeline = make_pipeline()
+    images = random_images()
+    first, second = pipeline(images), pipeline(images)
+    assert torch.equal(first.classes, second.classes)
+    assert torch.equal(first.refine_mask, second.refine_mask)
+
+
+def test_batch_equals_images_one_by_one():
+    pipeline = make_pipeline(use_coords=True, use_probs=True)
+    images = torch.cat((random_images(1, seed=3), random_images(1, seed=4)))
+    batched = pipeline(images)
+    for index in range(2):
+        single = pipeline(images[index : index + 1])
+        assert torch.equal(batched.classes[index], single.classes[0])
+        assert batched.num_selected[index] == single.num_selected[0]
+    assert not torch.equal(batched.classes, batched.dense_classes)
+
+
+def test_budget_caps_selection_per_image():
+    result = make_pipeline(max_fraction=0.05)(random_images())
+    assert result.num_selected == [66, 66]  # ceil(0.05 * 30 * 44)
+
+
+def test_nothing_selected_skips_refinement():
+    result = make_pipeline(tau=10.0)(random_images())  # above ln 4: no pixel qualifies
+    assert result.num_selected == [0, 0] and not result.refine_mask.any()
+    assert torch.equal(result.classes, result.dense_classes)
+    assert result.timings_ms["refine"] == 0.0
+
+
+def test_dense_output_of_another_size_is_resized_to_the_dense_input():
+    pipeline = make_pipeline(tau=0.5, dense=tiny_dense_model(stride=2))
+    result = pipeline(random_images(1, 33, 47))
+    assert result.classes.shape == (1, 33, 47) and result.dense_size == (16, 24)
+
+
+def test_segment_numpy_matches_tensor_input():
+    pipeline = make_pipeline()
+    images = random_images(1)
+    from_numpy = pipeline.segment_numpy(images[0].permute(1, 2, 0).numpy())
+    assert torch.equal(from_numpy.classes, pipeline(images).classes)
+    with pytest.raises(ValueError, match="uint8"):
+        pipeline.segment_numpy(np.zeros((4, 4, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        pipeline(images.float())
+
+
+def test_checkpoint_round_trip(tmp_path):
+    pipeline = make_pipeline(max_fraction=0.3, use_probs=True, blocks=(1, 2, 1))
+    # Non-default running statistics and weights so the round trip has something to carry.
+    pipeline.model.train()
+    pipeline.model(*_inputs(pipeline))
+    pipeline.model.eval()
+    path = tmp_path / "refiner.safetensors"
+    save_refiner(path, pipeline.model)
+    loaded = load_refiner(path)
+    assert loaded.config == pipeline.model.config
+    for (name, value), (name_loaded, value_loaded) in zip(
+        pipeline.model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert name == name_loaded and torch.equal(value, value_loaded)
+    images = random_images()
+    reloaded = SparseRefinePipeline(pipeline.dense_model, loaded)
+    assert torch.equal(reloaded(images).classes, pipeline(images).classes)
+
+
+def _inputs(pipeline):
+    model = pipeline.model
+    with torch.no_grad():
+        full, low = model.preprocess(random_images())
+        return full, model.run_dense(pipeline.dense_model, low)
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no refiner checkpoint"):
+        load_refiner(tmp_path / "missing.safetensors")
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_refiner(corrupt)
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a SparseRefine checkpoint"):
+        load_refiner(foreign)
+
+    mismatched = tmp_path / "mismatched.safetensors"
+    model = make_pipeline().model
+    config = {**model.config, "widths": [8, 16], "blocks": [1, 1]}
+    metadata = {"format": "sparserefine", "version": "1", "config": json.dumps(config)}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(mismatched), metadata)
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_refiner(mismatched)
+
+    good = tmp_path / "good.safetensors"
+    save_refiner(good, make_pipeline().model)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(CheckpointError):
+        load_refiner(truncated)
