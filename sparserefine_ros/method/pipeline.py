@@ -248,6 +248,18 @@ class SparseRefine(nn.Module):
         return RefineOutput(selection, dense_logits, sparse_logits, logits, gate)
 
 
+def class_maps(low_logits: torch.Tensor, output: RefineOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refined and dense class maps (B, H, W) at full resolution: the dense prediction upsampled
+    nearest, with the fused prediction written over the selected pixels."""
+    selection = output.selection
+    dense_classes = selection.upsample(low_logits.argmax(dim=1))
+    classes = dense_classes.clone()
+    if output.logits.shape[0]:
+        b, y, x = selection.coords.unbind(1)
+        classes[b, y, x] = output.logits.argmax(dim=1)
+    return classes, dense_classes
+
+
 class SparseRefinePipeline:
     """Inference: uint8 RGB images in, refined full-resolution class maps out.
 
@@ -280,11 +292,7 @@ class SparseRefinePipeline:
             output = self.model(full, low_logits, timer)
             selection = output.selection
             with timer("fuse"):
-                dense_classes = selection.upsample(low_logits.argmax(dim=1))
-                classes = dense_classes.clone()
-                if output.logits.shape[0]:
-                    b, y, x = selection.coords.unbind(1)
-                    classes[b, y, x] = output.logits.argmax(dim=1)
+                classes, dense_classes = class_maps(low_logits, output)
             num_selected = selection.mask.flatten(1).sum(dim=1).tolist()
             result = SegmentationResult(
                 classes=classes.cpu(),

@@ -1,0 +1,68 @@
+"""``sparserefine gpu-check`` on the CPU in quick mode: it runs and writes the expected report."""
+
+import argparse
+import json
+import time
+
+from sparserefine_ros.tools import cli, gpu_check
+
+CORRECTNESS = {
+    "dense_logits_max_abs_diff",
+    "fused_logits_max_abs_diff",
+    "selected_pixels",
+    "classes_agreement_vs_cpu",
+    "refine_mask_agreement_vs_cpu",
+    "streamed_equals_sequential",
+    "streamed_classes_agreement",
+    "sparse_backends",
+}
+TIMINGS = {
+    "dense_full_res",
+    "dense_low_res",
+    "sequential",
+    "streamed_fp32",
+    "streamed_bf16",
+    "selected_fraction",
+}
+
+
+def test_registered_as_gpu_check_subcommand():
+    assert "gpu_check" in cli.COMMANDS
+    parser = argparse.ArgumentParser()
+    gpu_check.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["gpu-check", "--json", "x.json", "--size", "64x32", "--quick"])
+    assert args.func is gpu_check.run and args.size == (64, 32)
+
+
+def test_quick_run_on_cpu_writes_json_and_table(tmp_path, capsys):
+    out = tmp_path / "gpu" / "check.json"
+    started = time.perf_counter()
+    assert gpu_check.main(["--quick", "--json", str(out), "--models", "hrnet"]) == 0
+    elapsed = time.perf_counter() - started
+    report = json.loads(out.read_text())
+    assert set(report) == {"environment", "settings", "models", "elapsed_s"}
+    assert report["environment"]["device"] == "cpu"
+    assert report["environment"]["sparse_backends"] == ["torch"]
+    assert set(report["environment"]["sparse_libraries"]) == {"spconv", "torchsparse"}
+    assert report["settings"]["size"] == [128, 64]
+    (model,) = report["models"]
+    assert model["name"] == "hrnet" and model["source"] == "random-init"
+    assert set(model["correctness"]) == CORRECTNESS
+    # On the CPU the "device" is the reference itself, and streaming changes nothing.
+    assert model["correctness"]["dense_logits_max_abs_diff"] == 0.0
+    assert model["correctness"]["classes_agreement_vs_cpu"] == 1.0
+    assert model["correctness"]["streamed_equals_sequential"] is True
+    timings = model["timings"]
+    assert set(timings) == TIMINGS
+    assert all(timings[k]["frames_per_s"] > 0 for k in TIMINGS - {"selected_fraction"})
+    assert 0.0 <= timings["streamed_bf16"]["classes_agreement_vs_fp32"] <= 1.0
+    table = out.with_suffix(".md").read_text()
+    assert "| hrnet (random init) |" in table and table in capsys.readouterr().out + "\n"
+    assert elapsed < 60, f"quick mode took {elapsed:.0f} s"
+
+
+def test_unknown_model_is_reported_as_skipped(tmp_path):
+    out = tmp_path / "check.json"
+    assert gpu_check.main(["--quick", "--json", str(out), "--models", "no-such-model"]) == 0
+    (model,) = json.loads(out.read_text())["models"]
+    assert model["name"] == "no-such-model" and "no such file" in model["skipped"]
