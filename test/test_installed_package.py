@@ -35,6 +35,8 @@ def test_messages_serialize_through_rclpy():
 def test_share_files_are_installed():
     share = pathlib.Path(get_package_share_directory(PACKAGE))
     assert (share / "package.xml").is_file()
+    assert (share / "launch" / "camera.launch.py").is_file()
+    assert (share / "config" / "sparserefine.yaml").is_file()
 
 
 def test_executables_are_where_ros2_run_looks():
@@ -46,3 +48,15 @@ def test_executables_are_where_ros2_run_looks():
     )
     assert result.returncode == 0, result.stderr
     assert "usage: sparserefine" in result.stdout
+    assert os.access(lib / "sparserefine_node", os.X_OK)
+
+
+def test_params_file_matches_the_declared_parameters():
+    """Every key of config/sparserefine.yaml is a node parameter and every parameter is there."""
+    import yaml
+
+    from sparserefine_ros.ros.parameters import PARAMETER_NAMES
+
+    share = pathlib.Path(get_package_share_directory(PACKAGE))
+    config = yaml.safe_load((share / "config" / "sparserefine.yaml").read_text())
+    assert set(config["/**"]["ros__parameters"]) == set(PARAMETER_NAMES)

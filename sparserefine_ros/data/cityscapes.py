@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sparserefine_ros import visualization
+
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
 
@@ -86,10 +88,8 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
 
 
 def colorize(train_ids: np.ndarray) -> np.ndarray:
-    """RGB (H, W, 3) uint8 picture of a train-id map; ignore is black."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[:NUM_CLASSES] = CLASS_COLORS
-    return palette[np.asarray(train_ids, dtype=np.uint8)]
+    """RGB (H, W, 3) uint8 picture of a train-id map in Cityscapes' colours; ignore is black."""
+    return visualization.colorize(train_ids, CLASS_COLORS)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,375 @@
+"""sparserefine_node: SparseRefine segmentation of one or more camera streams.
+
+Thin by design: parameters (parameters.py), image conversion (image_codec.py) and the method
+(sparserefine_ros.method, via sparserefine_ros.api) live elsewhere; this file wires topics to
+the pipeline. Image callbacks only keep the newest frame of each camera; one worker thread runs
+the model on whatever is waiting, batching cameras whose frames share a size.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import ColorRGBA
+
+from sparserefine_ros.method.errors import CheckpointError
+from sparserefine_ros.method.streaming import StreamedPipeline
+from sparserefine_ros.models import DEFAULT_MODEL, init_model
+from sparserefine_ros.msg import ClassInfo, SegmentationStats
+from sparserefine_ros.ros.image_codec import (
+    ImageError,
+    compressed_to_rgb,
+    image_to_rgb,
+    to_image_msg,
+)
+from sparserefine_ros.ros.parameters import NodeConfig, ParameterError, declare_and_read
+from sparserefine_ros.visualization import colorize, overlay
+
+_OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+_LATCHED_QOS = QoSProfile(
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    history=HistoryPolicy.KEEP_LAST,
+)
+_WARN_THROTTLE_S = 5.0
+
+
+@dataclass
+class CameraCounters:
+    """What /diagnostics reports for one camera, reset where noted each period."""
+
+    received: int = 0
+    processed: int = 0
+    replaced: int = 0  # frames overwritten by a newer one before the worker took them
+    rejected: int = 0
+    idle: int = 0  # frames skipped because nobody subscribed to any output
+    last_error: str = ""
+    period_processed: int = 0  # reset each diagnostics period
+    period_latency_ms: list[float] = field(default_factory=list)  # reset each period
+
+
+class Camera:
+    """One camera's subscription and output publishers, and its newest waiting frame."""
+
+    def __init__(self, node: Node, name: str, config: NodeConfig, on_frame) -> None:
+        self.name = name or "image"
+        prefix = f"{name}/" if name else ""
+        self.counters = CameraCounters()
+        self.pending = None  # newest unprocessed message, guarded by the node's lock
+        qos = QoSProfile(
+            depth=1,
+            history=HistoryPolicy.KEEP_LAST,
+            reliability=ReliabilityPolicy.RELIABLE
+            if config.reliability == "reliable"
+            else qos_profile_sensor_data.reliability,
+            durability=qos_profile_sensor_data.durability,
+        )
+        if config.input_transport == "compressed":
+            node.create_subscription(
+                CompressedImage, f"{prefix}image/compressed", lambda m: on_frame(self, m), qos
+            )
+        else:
+            node.create_subscription(Image, f"{prefix}image", lambda m: on_frame(self, m), qos)
+        self.segmentation = node.create_publisher(Image, f"{prefix}segmentation", _OUTPUT_QOS)
+        self.color = node.create_publisher(Image, f"{prefix}segmentation_color", _OUTPUT_QOS)
+        self.overlay = node.create_publisher(Image, f"{prefix}overlay", _OUTPUT_QOS)
+        self.entropy = node.create_publisher(Image, f"{prefix}entropy", _OUTPUT_QOS)
+        self.refine_mask = node.create_publisher(Image, f"{prefix}refine_mask", _OUTPUT_QOS)
+        self.stats = node.create_publisher(
+            SegmentationStats, f"{prefix}segmentation_stats", _OUTPUT_QOS
+        )
+        self.class_info = node.create_publisher(ClassInfo, f"{prefix}class_info", _LATCHED_QOS)
+        self._outputs = (
+            self.segmentation, self.color, self.overlay, self.entropy, self.refine_mask, self.stats
+        )  # fmt: skip
+
+    def has_subscribers(self) -> bool:
+        return any(publisher.get_subscription_count() > 0 for publisher in self._outputs)
+
+
+def _torch_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ParameterError("device", f"'{device}' asked for, but CUDA is not available")
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise ParameterError("device", f"'{device}': only {torch.cuda.device_count()} GPUs")
+    return torch.device(device)
+
+
+class SparseRefineNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sparserefine_node")
+        self.config = declare_and_read(self)
+        overrides = {
+            "scale": self.config.dense_scale,
+            "tau": self.config.entropy_threshold,
+            "max_fraction": self.config.max_selected_fraction,
+        }
+        self.pipeline = init_model(
+            self.config.model or DEFAULT_MODEL,
+            device=_torch_device(self.config.device),
+            **{name: value for name, value in overrides.items() if value is not None},
+        )
+        self.runner = StreamedPipeline(
+            self.pipeline, max_in_flight=2, precision=self.config.precision
+        )
+        self.palette = self._palette()
+        self._lock = threading.Condition()
+        self._stop = threading.Event()
+        self.cameras = [
+            Camera(self, name, self.config, self._on_frame) for name in self.config.cameras or ("",)
+        ]
+        class_info = self._class_info()
+        for camera in self.cameras:
+            camera.class_info.publish(class_info)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._serve, name="sparserefine", daemon=True)
+        self._worker.start()
+        refiner = self.pipeline.model
+        self.get_logger().info(
+            f"serving {', '.join(c.name for c in self.cameras)} with model "
+            f"'{self.config.model or DEFAULT_MODEL}' on {self.pipeline.device}: dense scale "
+            f"{refiner.scale}, tau {refiner.tau}, budget {refiner.max_fraction}"
+        )
+
+    def _palette(self) -> np.ndarray:
+        num_classes = len(self.pipeline.class_names)
+        if not self.config.class_colors:
+            return np.asarray(self.pipeline.palette, dtype=np.uint8)
+        colors = np.asarray(self.config.class_colors, dtype=np.uint8).reshape(-1, 3)
+        if len(colors) != num_classes:
+            raise ParameterError(
+                "class_colors", f"has {len(colors)} colours, the model has {num_classes} classes"
+            )
+        return colors
+
+    def _class_info(self) -> ClassInfo:
+        info = ClassInfo()
+        info.header.stamp = self.get_clock().now().to_msg()
+        info.ids = list(range(len(self.pipeline.class_names)))
+        info.names = list(self.pipeline.class_names)
+        info.colors = [
+            ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=1.0)
+            for r, g, b in self.palette.tolist()
+        ]
+        return info
+
+    def _on_frame(self, camera: Camera, msg) -> None:
+        with self._lock:
+            camera.counters.received += 1
+            if camera.pending is not None:
+                camera.counters.replaced += 1
+            camera.pending = msg
+            self._lock.notify()
+
+    def _serve(self) -> None:
+        """Worker loop. On a GPU the newest batch stays in flight while newer frames are waiting,
+        so its refinement overlaps their dense pass; otherwise each batch is published at once."""
+        in_flight: deque = deque()  # (StreamedResult, [(camera, header, rgb), ...])
+        overlap = self.runner.device.type == "cuda"
+        while not self._stop.is_set():
+            with self._lock:
+                self._lock.wait_for(
+                    lambda: self._stop.is_set() or any(c.pending is not None for c in self.cameras),
+                    0.0 if in_flight else 0.2,
+                )
+                frames = [(c, c.pending) for c in self.cameras if c.pending is not None]
+                for camera, _ in frames:
+                    camera.pending = None
+            for group in self._decode(frames):
+                batch = torch.from_numpy(np.stack([rgb for _, _, rgb in group])).permute(0, 3, 1, 2)
+                in_flight.append((self.runner.submit(batch), group))
+            keep = 1 if overlap and frames else 0
+            while len(in_flight) > keep:
+                self._publish_batch(*in_flight.popleft())
+
+    def _decode(self, frames) -> list[list]:
+        """Frames that someone wants outputs of, as RGB arrays grouped by size (one batch each)."""
+        by_size = defaultdict(list)
+        for camera, msg in frames:
+            if not camera.has_subscribers():
+                with self._lock:
+                    camera.counters.idle += 1
+                continue
+            try:
+                rgb = (
+                    compressed_to_rgb(msg)
+                    if isinstance(msg, CompressedImage)
+                    else image_to_rgb(msg)
+                )
+            except ImageError as error:
+                self._reject(camera, str(error))
+                continue
+            by_size[rgb.shape].append((camera, msg.header, rgb))
+        return list(by_size.values())
+
+    def _publish_batch(self, handle, group) -> None:
+        try:
+            result = handle.result()
+        except RuntimeError as error:  # e.g. out of device memory: drop, keep serving
+            for camera, _, _ in group:
+                self._reject(camera, f"inference failed: {error}")
+            return
+        for index, (camera, header, rgb) in enumerate(group):
+            self._publish(camera, header, rgb, result, index)
+
+    def _reject(self, camera: Camera, reason: str) -> None:
+        with self._lock:
+            camera.counters.rejected += 1
+            camera.counters.last_error = reason
+        self.get_logger().warning(
+            f"{camera.name}: dropped frame: {reason}", throttle_duration_sec=_WARN_THROTTLE_S
+        )
+
+    def _publish(self, camera: Camera, header, rgb: np.ndarray, result, index: int) -> None:
+        classes = result.classes[index].numpy().astype(np.uint8)
+        if camera.segmentation.get_subscription_count():
+            camera.segmentation.publish(to_image_msg(classes, "mono8", header))
+        want_color = camera.color.get_subscription_count() > 0
+        want_overlay = camera.overlay.get_subscription_count() > 0
+        if want_color or want_overlay:
+            color = colorize(classes, self.palette)
+            if want_color:
+                camera.color.publish(to_image_msg(color, "rgb8", header))
+            if want_overlay:
+                blended = overlay(rgb, color, self.config.overlay_alpha)
+                camera.overlay.publish(to_image_msg(blended, "rgb8", header))
+        if camera.entropy.get_subscription_count():
+            camera.entropy.publish(to_image_msg(result.entropy[index].numpy(), "32FC1", header))
+        if camera.refine_mask.get_subscription_count():
+            mask = result.refine_mask[index].numpy().astype(np.uint8) * 255
+            camera.refine_mask.publish(to_image_msg(mask, "mono8", header))
+        latency_ms = self._latency_ms(header)
+        if camera.stats.get_subscription_count():
+            camera.stats.publish(self._stats(header, classes.shape, result, index, latency_ms))
+        with self._lock:
+            camera.counters.processed += 1
+            camera.counters.period_processed += 1
+            if math.isfinite(latency_ms):
+                camera.counters.period_latency_ms.append(latency_ms)
+
+    def _latency_ms(self, header) -> float:
+        """Image stamp to now on the node's clock; NaN for an unstamped image."""
+        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        if stamp == 0:
+            return math.nan
+        return (self.get_clock().now().nanoseconds - stamp) / 1e6
+
+    def _stats(self, header, shape, result, index: int, latency_ms: float) -> SegmentationStats:
+        refiner = self.pipeline.model
+        timings = result.timings_ms
+        selected = int(result.num_selected[index])
+        return SegmentationStats(
+            header=header,
+            input_height=shape[0],
+            input_width=shape[1],
+            dense_height=result.dense_size[0],
+            dense_width=result.dense_size[1],
+            selected_pixels=selected,
+            selected_fraction=selected / float(shape[0] * shape[1]),
+            entropy_threshold=refiner.tau,
+            max_selected_fraction=refiner.max_fraction or 1.0,
+            preprocess_ms=timings["preprocess"],
+            dense_ms=timings["dense"],
+            select_ms=timings["select"],
+            refine_ms=timings["refine"],
+            fuse_ms=timings["fuse"],
+            inference_ms=timings["total"],
+            latency_ms=latency_ms,
+        )
+
+    def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        period = self.config.diagnostics_period
+        for camera in self.cameras:
+            with self._lock:
+                counters = camera.counters
+                rate = counters.period_processed / period
+                latencies = counters.period_latency_ms
+                counters.period_processed, counters.period_latency_ms = 0, []
+                snapshot = (counters.received, counters.processed, counters.replaced,
+                            counters.rejected, counters.idle, counters.last_error)  # fmt: skip
+            received, processed, replaced, rejected, idle, last_error = snapshot
+            if processed == 0 and received > 0 and rejected > 0:
+                level, message = DiagnosticStatus.ERROR, f"every frame rejected: {last_error}"
+            elif rate == 0 and idle:
+                level, message = DiagnosticStatus.OK, "idle: no subscribers to any output"
+            elif rate == 0:
+                level, message = DiagnosticStatus.WARN, "no frames processed this period"
+            else:
+                level, message = DiagnosticStatus.OK, f"{rate:.1f} frames/s"
+            values = {
+                "frames_received": received,
+                "frames_processed": processed,
+                "frames_replaced_by_newer": replaced,
+                "frames_rejected": rejected,
+                "frames_skipped_no_subscribers": idle,
+                "rate_hz": f"{rate:.2f}",
+                "latency_ms_mean": f"{np.mean(latencies):.1f}" if latencies else "n/a",
+                "device": str(self.pipeline.device),
+                "last_error": last_error,
+            }
+            array.status.append(
+                DiagnosticStatus(
+                    level=level,
+                    name=f"{self.get_name()}: {camera.name}",
+                    message=message,
+                    hardware_id=str(self.pipeline.device),
+                    values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+                )
+            )
+        self._diagnostics.publish(array)
+
+    def stop(self) -> None:
+        """Stop the worker; safe to call twice."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._worker.join(timeout=10.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = SparseRefineNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ParameterError, CheckpointError) as error:
+        rclpy.logging.get_logger("sparserefine_node").fatal(f"cannot start: {error}")
+        return 2
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""sparserefine_node as users run it: a real process, real rclpy topics, a real (tiny) model."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_MODEL_CLASSES as CLASSES
+from diagnostic_msgs.msg import DiagnosticArray
+from ros_harness import LATCHED, RELIABLE, NodeProcess, RosClient, image_msg
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+
+from sparserefine_ros.models import init_model
+from sparserefine_ros.msg import ClassInfo, SegmentationStats
+
+pytestmark = pytest.mark.slow
+
+OUTPUTS = {
+    "segmentation": "mono8",
+    "segmentation_color": "rgb8",
+    "overlay": "rgb8",
+    "entropy": "32FC1",
+    "refine_mask": "mono8",
+}
+
+
+@pytest.fixture
+def client():
+    client = RosClient()
+    yield client
+    client.close()
+
+
+def scene(height: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def start(model_dir, **parameters) -> NodeProcess:
+    node = NodeProcess({"model": str(model_dir), **parameters})
+    node.wait_for_log("serving")
+    return node
+
+
+def stop(node: NodeProcess) -> None:
+    assert node.stop() == 0, node.log
+    assert node.process.poll() is not None
+
+
+def wait_for_frame(client: RosClient, messages: list, stamp_ns: int, timeout: float = 30.0):
+    def stamp(msg) -> int:
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+    assert client.wait_for(lambda: any(stamp(m) == stamp_ns for m in messages), timeout), (
+        f"no output stamped {stamp_ns}"
+    )
+    return next(m for m in messages if stamp(m) == stamp_ns)
+
+
+def test_single_camera_publishes_every_output_at_input_size(model_dir, client):
+    node = start(model_dir)
+    try:
+        received = {topic: client.subscribe(Image, topic) for topic in OUTPUTS}
+        stats = client.subscribe(SegmentationStats, "segmentation_stats")
+        info = client.subscribe(ClassInfo, "class_info", LATCHED)
+        publisher = client.publisher(Image, "image")
+        client.wait_for_subscribers(publisher)
+        rgb = scene(97, 131, seed=1)  # odd sizes: the dense model runs at 48x65
+        stamp_ns = 1_700_000_000_123_456_789
+        # Subscriptions of this client may still be matching: resend until all outputs arrive.
+        deadline = time.monotonic() + 30
+        while not all(received.values()) or not stats:
+            assert time.monotonic() < deadline, f"missing outputs: {node.log}"
+            publisher.publish(image_msg(rgb, "bgr8", stamp_ns, frame_id="front_optical"))
+            client.wait_for(lambda: all(received.values()) and bool(stats), timeout=2)
+
+        for topic, encoding in OUTPUTS.items():
+            msg = wait_for_frame(client, received[topic], stamp_ns)
+            assert msg.encoding == encoding, topic
+            assert (msg.height, msg.width) == (97, 131), topic
+            assert msg.header.frame_id == "front_optical", topic
+
+        classes = np.frombuffer(
+            wait_for_frame(client, received["segmentation"], stamp_ns).data, np.uint8
+        ).reshape(97, 131)
+        expected = init_model(model_dir)(torch.from_numpy(rgb).permute(2, 0, 1)[None])
+        assert (classes == expected.classes[0].numpy()).mean() > 0.999
+        mask = np.frombuffer(
+            wait_for_frame(client, received["refine_mask"], stamp_ns).data, np.uint8
+        ).reshape(97, 131)
+        np.testing.assert_array_equal(mask > 0, expected.refine_mask[0].numpy())
+        assert set(np.unique(mask)) <= {0, 255}
+        entropy_msg = wait_for_frame(client, received["entropy"], stamp_ns)
+        entropy = np.frombuffer(entropy_msg.data, np.float32).reshape(97, 131)
+        assert 0.0 <= entropy.min() and entropy.max() <= math.log(len(CLASSES)) + 1e-4
+
+        frame_stats = wait_for_frame(client, stats, stamp_ns)
+        assert (frame_stats.input_height, frame_stats.input_width) == (97, 131)
+        assert (frame_stats.dense_height, frame_stats.dense_width) == expected.dense_size
+        assert frame_stats.selected_pixels == int(mask.astype(bool).sum())
+        budget = math.ceil(0.2 * 97 * 131)
+        assert 0 < frame_stats.selected_pixels <= budget
+        assert frame_stats.selected_fraction == pytest.approx(
+            frame_stats.selected_pixels / (97 * 131)
+        )
+        assert frame_stats.entropy_threshold == pytest.approx(1.0)
+        assert frame_stats.inference_ms > 0 and frame_stats.latency_ms > 0
+
+        assert client.wait_for(lambda: bool(info))
+        assert list(info[0].names) == CLASSES and list(info[0].ids) == list(range(5))
+        assert len(info[0].colors) == 5
+    finally:
+        stop(node)
+
+
+def test_bad_frames_are_dropped_and_the_node_keeps_serving(model_dir, client):
+    node = start(model_dir)
+    try:
+        segmentation = client.subscribe(Image, "segmentation")
+        publisher = client.publisher(Image, "image")
+        client.wait_for_subscribers(publisher)
+        rgb = scene(32, 48, seed=2)
+        bad = {
+            "unsupported encoding": image_msg(rgb, "rgb8", 11),
+            "wrong step": image_msg(rgb, "rgb8", 12),
+            "short data": image_msg(rgb, "rgb8", 13),
+            "empty": image_msg(rgb, "rgb8", 14),
+        }
+        bad["unsupported encoding"].encoding = "yuv422"
+        bad["wrong step"].step = 10
+        bad["short data"].data = bytes(100)
+        bad["empty"].height, bad["empty"].width, bad["empty"].data = 0, 0, b""
+        for msg in bad.values():
+            publisher.publish(msg)
+            time.sleep(0.3)  # one at a time: the node keeps only the newest frame
+        good_stamp = 15
+        deadline = time.monotonic() + 30
+        while not segmentation:
+            assert time.monotonic() < deadline, node.log
+            publisher.publish(image_msg(rgb, "rgba8", good_stamp))
+            client.wait_for(lambda: bool(segmentation), timeout=2)
+        assert node.process.poll() is None
+        assert "dropped frame: unsupported encoding 'yuv422'" in node.log
+        stamps = {m.header.stamp.nanosec for m in segmentation}
+        assert stamps == {good_stamp}, "a malformed frame produced output"
+    finally:
+        stop(node)
+
+
+def test_cameras_share_one_model_and_keep_their_own_topics(model_dir, client):
+    node = start(model_dir, cameras="[front, left]")
+    try:
+        outputs = {cam: client.subscribe(Image, f"{cam}/segmentation") for cam in ("front", "left")}
+        publishers = {cam: client.publisher(Image, f"{cam}/image") for cam in ("front", "left")}
+        for publisher in publishers.values():
+            client.wait_for_subscribers(publisher)
+        sizes = {"front": (40, 64), "left": (36, 50)}
+        deadline = time.monotonic() + 30
+        while not all(outputs.values()):
+            assert time.monotonic() < deadline, node.log
+            for cam, publisher in publishers.items():
+                publisher.publish(image_msg(scene(*sizes[cam], seed=3), "rgb8", 21, frame_id=cam))
+            client.wait_for(lambda: all(outputs.values()), timeout=2)
+        for cam, messages in outputs.items():
+            assert messages[0].header.frame_id == cam
+            assert (messages[0].height, messages[0].width) == sizes[cam]
+        assert "serving front, left" in node.log
+    finally:
+        stop(node)
+
+
+def test_a_burst_is_served_newest_frame_first(model_dir, client):
+    """Frames arriving faster than inference are replaced, not queued: the last one is served.
+
+    Reliable QoS on both sides, so DDS delivers every frame and only the node's policy drops.
+    """
+    node = start(model_dir, reliability="reliable")
+    try:
+        segmentation = client.subscribe(Image, "segmentation")
+        publisher = client.publisher(Image, "image", RELIABLE)
+        client.wait_for_subscribers(publisher)
+        rgb = scene(480, 640, seed=4)
+        sent = 30
+        for index in range(1, sent + 1):
+            publisher.publish(image_msg(rgb, "rgb8", stamp_ns=index))
+            time.sleep(0.01)
+        last = wait_for_frame(client, segmentation, sent, timeout=60)
+        assert last is not None
+        time.sleep(1.0)
+        served = [m.header.stamp.nanosec for m in segmentation]
+        assert served == sorted(served), "outputs out of order"
+        assert len(served) < sent / 2, f"{len(served)} of {sent} frames served: a backlog"
+    finally:
+        stop(node)
+
+
+def test_no_subscribers_no_inference(model_dir, client):
+    node = start(model_dir, diagnostics_period=0.5)
+    try:
+        diagnostics = client.subscribe(DiagnosticArray, "/diagnostics")
+        publisher = client.publisher(Image, "image")
+        client.wait_for_subscribers(publisher)
+
+        def skipped() -> dict:
+            for array in reversed(diagnostics):
+                values = {kv.key: kv.value for kv in array.status[0].values}
+                if int(values["frames_skipped_no_subscribers"]) > 0:
+                    return values
+            return {}
+
+        deadline = time.monotonic() + 30
+        while not skipped():
+            assert time.monotonic() < deadline, node.log
+            publisher.publish(image_msg(scene(32, 48, seed=5), "rgb8", 31))
+            client.wait_for(lambda: bool(skipped()), timeout=1)
+        assert skipped()["frames_processed"] == "0"
+    finally:
+        stop(node)
+
+
+def test_latency_follows_sim_time(model_dir, client):
+    node = start(model_dir, use_sim_time="true")
+    try:
+        stats = client.subscribe(SegmentationStats, "segmentation_stats")
+        clock = client.publisher(Clock, "/clock")
+        publisher = client.publisher(Image, "image")
+        client.wait_for_subscribers(publisher)
+        client.wait_for_subscribers(clock)
+        sim_now = 5_000_000_000_000  # 5000 s
+        deadline = time.monotonic() + 30
+        while not stats:
+            assert time.monotonic() < deadline, node.log
+            clock.publish(Clock(clock=_time(sim_now)))
+            time.sleep(0.2)
+            publisher.publish(image_msg(scene(32, 48, seed=6), "rgb8", sim_now - 500_000_000))
+            client.wait_for(lambda: bool(stats), timeout=2)
+        assert stats[0].latency_ms == pytest.approx(500.0, abs=1.0)
+    finally:
+        stop(node)
+
+
+def _time(ns: int):
+    from builtin_interfaces.msg import Time
+
+    sec, nanosec = divmod(ns, 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [
+        ({"dense_scale": "1.5"}, "dense_scale"),
+        ({"dense_scale": "0.0"}, "dense_scale"),
+        ({"device": "gpu"}, "device"),
+        (
+            {"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "cuda:99"},
+            "device",
+        ),
+        ({"cameras": "[front, front]"}, "cameras"),
+        ({"cameras": "['bad name']"}, "cameras"),
+        ({"reliability": "sometimes"}, "reliability"),
+        ({"precision": "fp64"}, "precision"),
+        ({"class_colors": "[1, 2]"}, "class_colors"),
+        ({"class_colors": "[0, 0, 0]"}, "class_colors"),  # 1 colour for 5 classes
+        ({"overlay_alpha": "2.0"}, "overlay_alpha"),
+        ({"entropy_threshold": "'high'"}, "entropy_threshold"),
+    ],
+)
+def test_bad_parameters_stop_start_up_naming_the_parameter(model_dir, parameters, named):
+    node = NodeProcess({"model": str(model_dir), **parameters})
+    assert node.wait_exit(timeout=60) == 2, node.log
+    assert f"parameter '{named}'" in node.log
+    assert "Traceback" not in node.log
+
+
+@pytest.mark.parametrize("model", ["/nonexistent/checkpoint", "not-a-shipped-model"])
+def test_a_bad_model_stops_start_up_naming_it(model):
+    node = NodeProcess({"model": model})
+    assert node.wait_exit(timeout=60) == 2, node.log
+    assert model in node.log and "Traceback" not in node.log
