@@ -79,6 +79,8 @@ class EvaluatorNode(Node):
         )
 
     def _on_class_info(self, msg: ClassInfo) -> None:
+        if self.class_names is None:  # the node's latched table: its outputs will reach us too
+            self.get_logger().info(f"receiving the node's outputs ({len(msg.names)} classes)")
         self.class_names = list(msg.names)
         self._match()
 
