@@ -1,4 +1,4 @@
-"""SparseRefine for ROS 2: dense segmentation at low resolution, sparse refinement at full resolution.
+"""SparseRefine for ROS 2: dense segmentation at low resolution, sparse refinement at full size.
 
 The method (``sparserefine_ros.method``) imports no ROS; the node (``sparserefine_ros.ros``) is a
 thin layer over it.

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from sparserefine_ros.models.evaluation import dense_predict
 from sparserefine_ros.models.segmenter import SegmenterPipeline
+from sparserefine_ros.ros.stats import segmentation_stats_fields
 from sparserefine_ros.visualization import colorize, overlay
 
 from .io import BagError, BagReader, BagWriter, Frame, image_msg, make_header, staged
@@ -108,26 +109,10 @@ def _write_outputs(out: BagWriter, namespace: str, frame: Frame, result, latency
               image_msg(color, "rgb8", frame.header))  # fmt: skip
     out.write(f"{namespace}/entropy", frame.time_ns,
               image_msg(result.entropy[0].numpy(), "32FC1", frame.header))  # fmt: skip
-    height, width = classes.shape
-    selected = int(result.num_selected[0])
-    timings = result.timings_ms
     stats = typestore().types["sparserefine_ros/msg/SegmentationStats"](
         header=frame.header,
-        input_height=height,
-        input_width=width,
-        dense_height=result.dense_size[0],
-        dense_width=result.dense_size[1],
-        selected_pixels=selected,
-        selected_fraction=selected / float(height * width),
-        entropy_threshold=pipeline.model.tau,
-        max_selected_fraction=pipeline.model.max_fraction or 1.0,
-        preprocess_ms=timings["preprocess"],
-        dense_ms=timings["dense"],
-        select_ms=timings["select"],
-        refine_ms=timings["refine"],
-        fuse_ms=timings["fuse"],
-        inference_ms=timings["total"],
         latency_ms=latency_ms,  # offline there is no transport: the pipeline's wall time
+        **segmentation_stats_fields(result, 0, pipeline.model),
     )
     out.write(f"{namespace}/segmentation_stats", frame.time_ns, stats)
     return color

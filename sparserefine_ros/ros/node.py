@@ -41,6 +41,7 @@ from sparserefine_ros.ros.image_codec import (
     to_image_msg,
 )
 from sparserefine_ros.ros.parameters import NodeConfig, ParameterError, declare_and_read
+from sparserefine_ros.ros.stats import segmentation_stats_fields
 from sparserefine_ros.visualization import colorize, overlay
 
 _OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -264,7 +265,8 @@ class SparseRefineNode(Node):
             camera.refine_mask.publish(to_image_msg(mask, "mono8", header))
         latency_ms = self._latency_ms(header)
         if camera.stats.get_subscription_count():
-            camera.stats.publish(self._stats(header, classes.shape, result, index, latency_ms))
+            fields = segmentation_stats_fields(result, index, self.pipeline.model)
+            camera.stats.publish(SegmentationStats(header=header, latency_ms=latency_ms, **fields))
         with self._lock:
             camera.counters.processed += 1
             camera.counters.period_processed += 1
@@ -277,29 +279,6 @@ class SparseRefineNode(Node):
         if stamp == 0:
             return math.nan
         return (self.get_clock().now().nanoseconds - stamp) / 1e6
-
-    def _stats(self, header, shape, result, index: int, latency_ms: float) -> SegmentationStats:
-        refiner = self.pipeline.model
-        timings = result.timings_ms
-        selected = int(result.num_selected[index])
-        return SegmentationStats(
-            header=header,
-            input_height=shape[0],
-            input_width=shape[1],
-            dense_height=result.dense_size[0],
-            dense_width=result.dense_size[1],
-            selected_pixels=selected,
-            selected_fraction=selected / float(shape[0] * shape[1]),
-            entropy_threshold=refiner.tau,
-            max_selected_fraction=refiner.max_fraction or 1.0,
-            preprocess_ms=timings["preprocess"],
-            dense_ms=timings["dense"],
-            select_ms=timings["select"],
-            refine_ms=timings["refine"],
-            fuse_ms=timings["fuse"],
-            inference_ms=timings["total"],
-            latency_ms=latency_ms,
-        )
 
     def _publish_diagnostics(self) -> None:
         array = DiagnosticArray()

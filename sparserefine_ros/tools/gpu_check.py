@@ -45,6 +45,7 @@ from sparserefine_ros.models import (
     dense_model_names,
     init_model,
 )
+from sparserefine_ros.tools.dataset import parse_size
 
 FULL_SIZE = (2048, 1024)
 QUICK_SIZE = (128, 64)
@@ -67,10 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="results file")
     parser.add_argument("--table", type=Path, help="Markdown table (default: OUT with .md)")
-    parser.add_argument("--size", type=_size, help="WxH timed (default 2048x1024; quick 128x64)")
+    parser.add_argument(
+        "--size", type=parse_size, help="WxH timed (default 2048x1024; quick 128x64)"
+    )
     parser.add_argument(
         "--check-size",
-        type=_size,
+        type=parse_size,
         help="WxH of the CPU comparison (default: --size, at most 1024x512)",
     )
     parser.add_argument(
@@ -108,16 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu_check", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 2048x1024, got {text!r}") from None
-    if width < 8 or height < 8:
-        raise argparse.ArgumentTypeError(f"size must be at least 8x8, got {text!r}")
-    return width, height
 
 
 def run(args: argparse.Namespace) -> int:
