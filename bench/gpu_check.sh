@@ -2,7 +2,7 @@
 # The GPU check in one command, for a machine where this repository is copied but not installed:
 # CUDA results against the CPU reference, then timings per model (sparserefine_ros/tools/gpu_check.py).
 #
-#   bash bench/gpu_check.sh OUT_DIR [gpu-check options, e.g. --models hrnet-streets --compile]
+#   bash bench/gpu_check.sh OUT_DIR [gpu-check options, e.g. --models hrnet-synth --compile]
 #
 # Writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md. Uses python3 (or $PYTHON), which must
 # hold torch; the package runs from the source tree. Wheels for anything else it should use (an

@@ -6,13 +6,13 @@ import sys
 
 # Each module under sparserefine_ros.tools named here defines ``register(subparsers)``, which adds
 # its sub-command and sets ``func`` (called with the parsed arguments, returns an exit code).
-COMMANDS = ("bench", "dataset")
+COMMANDS = ("bench", "dataset", "models", "train", "evaluate", "demo", "bag", "replay", "gpu_check")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparserefine",
-        description="SparseRefine: sparse high-resolution refinement of low-resolution segmentation.",
+        description="SparseRefine: refine low-resolution segmentation sparsely at full resolution.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

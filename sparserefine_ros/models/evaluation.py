@@ -1,0 +1,212 @@
+"""Accuracy and speed of a segmenter in its three modes, as the method is judged.
+
+Modes, all at the evaluation resolution: the dense model at full resolution (logits resized
+bilinearly to the image), the dense model at the low scale (what SparseRefine starts from,
+upsampled nearest as the pipeline does), and low scale + SparseRefine. The modes run one after
+the other on each image, so a busy machine slows them alike; latency is the median over images
+of the wall time from uint8 image to class map.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from sparserefine_ros.data.cityscapes import CityscapesDataset
+from sparserefine_ros.evaluation.metrics import SegmentationMetric
+
+from .segmenter import SegmenterPipeline, with_overrides
+
+MODES = ("dense_full", "dense_low", "sparserefine")
+
+
+@torch.inference_mode()
+def dense_predict(pipeline: SegmenterPipeline, images: torch.Tensor, scale: float) -> torch.Tensor:
+    """Class map (B, H, W) of the dense model alone run at ``scale`` times the input size."""
+    model = pipeline.model
+    x = (images.to(pipeline.device, torch.float32) / 255.0 - model.mean) / model.std
+    height, width = x.shape[-2:]
+    size = max(1, round(height * scale)), max(1, round(width * scale))
+    if size != (height, width):
+        x = F.interpolate(x, size, mode="area")
+    classes = model.run_dense(pipeline.dense_model, x).argmax(dim=1)
+    if size != (height, width):
+        rows = torch.arange(height, device=classes.device) * size[0] // height
+        cols = torch.arange(width, device=classes.device) * size[1] // width
+        classes = classes.index_select(1, rows).index_select(2, cols)
+    return classes.cpu()
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - start) * 1e3
+
+
+def _resize(image: torch.Tensor, label: torch.Tensor, size: tuple[int, int]):
+    """Bring an (3, H, W) image and its label to ``size`` = (height, width) if they differ."""
+    if tuple(label.shape) == size:
+        return image, label
+    rgb = cv2.resize(image.permute(1, 2, 0).numpy(), size[::-1], interpolation=cv2.INTER_AREA)
+    lab = cv2.resize(label.numpy().astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST)
+    return torch.from_numpy(rgb).permute(2, 0, 1), torch.from_numpy(lab.astype(np.int64))
+
+
+def evaluate_segmenter(
+    pipeline: SegmenterPipeline,
+    data: str | Path,
+    split: str = "test",
+    size: tuple[int, int] = (1024, 2048),
+    limit: int | None = None,
+) -> dict:
+    """mIoU, boundary mIoU, per-class IoU (percent) and median latency (ms) of the three modes,
+    plus the share of pixels SparseRefine refined, on ``split`` at ``size`` (height, width)."""
+    dataset = CityscapesDataset(data, split)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    if count == 0:
+        raise FileNotFoundError(f"no labelled images in {data}/leftImg8bit/{split}")
+    num_classes = len(pipeline.class_names)
+    metrics = {mode: SegmentationMetric(num_classes) for mode in MODES}
+    latency: dict[str, list[float]] = {mode: [] for mode in MODES}
+    selected = pixels = 0
+    scale = pipeline.model.scale
+    modes = {
+        "dense_full": lambda x: dense_predict(pipeline, x, 1.0),
+        "dense_low": lambda x: dense_predict(pipeline, x, scale),
+        "sparserefine": pipeline,
+    }
+    for index in tqdm(range(count), desc=f"evaluate {split}", dynamic_ncols=True):
+        image, label = _resize(*dataset[index], size)
+        images = image[None]
+        if index == 0:  # warm-up: first calls pay for allocations and kernel selection
+            for fn in modes.values():
+                fn(images)
+        for mode, fn in modes.items():
+            out, ms = _timed(fn, images)
+            latency[mode].append(ms)
+            if mode == "sparserefine":
+                selected += sum(out.num_selected)
+                out = out.classes
+            metrics[mode].update(out, label[None])
+        pixels += label.numel()
+    return _summary(pipeline, metrics, latency, selected / pixels, count, size)
+
+
+def _summary(pipeline, metrics, latency, fraction, count, size) -> dict:
+    scores = {mode: metrics[mode].compute() for mode in MODES}
+    names = pipeline.class_names
+
+    def per_class(score) -> dict:
+        return {
+            n: (None if np.isnan(v) else 100.0 * v) for n, v in zip(names, score.iou, strict=True)
+        }
+
+    median = {mode: statistics.median(latency[mode]) for mode in MODES}
+    return {
+        "miou": {mode: 100.0 * scores[mode]["all"].miou for mode in MODES},
+        "boundary_miou": {mode: 100.0 * scores[mode]["boundary"].miou for mode in MODES},
+        "per_class_iou": {mode: per_class(scores[mode]["all"]) for mode in MODES},
+        "latency_ms": median,
+        "speedup": median["dense_full"] / median["sparserefine"],
+        "selected_fraction": fraction,
+        "images": count,
+        "size": [size[1], size[0]],
+        "scale": pipeline.model.scale,
+        "tau": pipeline.model.tau,
+        "max_fraction": pipeline.model.max_fraction,
+        "threads": torch.get_num_threads(),
+        "device": str(pipeline.device),
+    }
+
+
+def sweep_segmenter(
+    pipeline: SegmenterPipeline,
+    data: str | Path,
+    taus: Sequence[float],
+    fractions: Sequence[float | None],
+    split: str = "test",
+    size: tuple[int, int] = (1024, 2048),
+    limit: int | None = None,
+) -> list[dict]:
+    """SparseRefine's mIoU, median latency and refined share for each (tau, budget) setting."""
+    dataset = CityscapesDataset(data, split)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    settings = [(float(t), f) for t in taus for f in fractions]
+    trials = {
+        s: SegmenterPipeline(
+            pipeline.dense_model,
+            with_overrides(pipeline.model, tau=s[0], max_fraction=s[1]),
+            pipeline.class_names,
+            pipeline.palette,
+            pipeline.device,
+        )
+        for s in settings
+    }
+    metrics = {s: SegmentationMetric(len(pipeline.class_names)) for s in settings}
+    latency: dict = {s: [] for s in settings}
+    selected = dict.fromkeys(settings, 0)
+    pixels = 0
+    for index in tqdm(range(count), desc="sweep", dynamic_ncols=True):
+        image, label = _resize(*dataset[index], size)
+        if index == 0:
+            trials[settings[0]](image[None])
+        for s, trial in trials.items():
+            out, ms = _timed(trial, image[None])
+            latency[s].append(ms)
+            selected[s] += sum(out.num_selected)
+            metrics[s].update(out.classes, label[None])
+        pixels += label.numel()
+    return [
+        {
+            "tau": t,
+            "max_fraction": f,
+            "miou": 100.0 * metrics[t, f].compute()["all"].miou,
+            "latency_ms": statistics.median(latency[t, f]),
+            "selected_fraction": selected[t, f] / pixels,
+        }
+        for t, f in settings
+    ]
+
+
+def plot_speed_accuracy(summary: dict, sweep: list[dict], path: str | Path, title: str) -> None:
+    """PNG of mIoU against median latency: one line per budget over the swept taus (points
+    labelled with tau), the two dense modes, and the "full resolution - 0.5" target line."""
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.subplots()
+    for budget in sorted({row["max_fraction"] or 1.0 for row in sweep}, reverse=True):
+        rows = sorted((r for r in sweep if (r["max_fraction"] or 1.0) == budget),
+                      key=lambda r: r["latency_ms"])  # fmt: skip
+        name = "no budget" if budget == 1.0 else f"budget {100 * budget:g}%"
+        line = axes.plot([r["latency_ms"] for r in rows], [r["miou"] for r in rows], marker="o",
+                         label=f"SparseRefine, {name}")[0]  # fmt: skip
+        for r in rows:
+            axes.annotate(
+                f"{r['tau']:g}",
+                (r["latency_ms"], r["miou"]),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=8,
+                color=line.get_color(),
+            )
+    dense = (("dense_full", "s", "black", "dense, full resolution"),
+             ("dense_low", "D", "grey", f"dense, scale {summary['scale']:g}"))  # fmt: skip
+    for mode, marker, colour, label in dense:
+        axes.plot(summary["latency_ms"][mode], summary["miou"][mode], marker, markersize=9,
+                  color=colour, label=label)  # fmt: skip
+    axes.axhline(summary["miou"]["dense_full"] - 0.5, color="grey", linestyle="--", linewidth=1,
+                 label="full resolution - 0.5 mIoU")  # fmt: skip
+    axes.set(xlabel="median latency per image (ms)", ylabel="mIoU (%)", title=title)
+    axes.set_xlim(left=0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, title="labels: tau", title_fontsize=8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)

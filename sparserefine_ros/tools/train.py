@@ -1,0 +1,146 @@
+"""``sparserefine train dense|refiner``: thin CLI over :mod:`sparserefine_ros.models.training`.
+
+Multi-GPU or multi-node: run the same command under ``torchrun --nproc-per-node N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from sparserefine_ros.method.errors import CheckpointError
+from sparserefine_ros.models.training import (
+    RefinerSettings,
+    TrainConfig,
+    train_dense,
+    train_refiner,
+)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'1024x512' (WIDTHxHEIGHT) -> (height, width)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return height, width
+
+
+def _pair(text: str) -> tuple[float, float]:
+    low, high = (float(v) for v in text.split(","))
+    return low, high
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def _fractions(text: str) -> list[float | None]:
+    return [None if v.lower() == "none" else float(v) for v in text.split(",")]
+
+
+def _common(parser: argparse.ArgumentParser, iterations: int, lr: float, wd: float) -> None:
+    parser.add_argument("--data", required=True, help="Cityscapes-layout root (train, val splits)")
+    parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--iterations", type=int, default=iterations)
+    parser.add_argument("--batch-size", type=int, default=2, help="per process")
+    parser.add_argument("--crop", type=_size, default=(512, 1024), help="WIDTHxHEIGHT")
+    parser.add_argument("--scale-range", type=_pair, default=(0.5, 2.0), help="MIN,MAX")
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--weight-decay", type=float, default=wd)
+    parser.add_argument("--warmup", type=int, default=50, help="iterations of linear warm-up")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--val-images", type=int, default=8, help="val images used for metrics")
+    parser.add_argument("--save-every", type=int, default=250)
+    parser.add_argument("--workers", type=int, default=2, help="data loading processes")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--resume", action="store_true", help="continue from --out's state")
+    parser.add_argument("--stop-at", type=int, help="stop after this iteration, resumable")
+    parser.add_argument("--card-note", default="", help="text for the model card (e.g. data)")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a dense model or a refiner")
+    sub = parser.add_subparsers(dest="train_command", required=True)
+
+    dense = sub.add_parser("dense", help="train a dense model of a registered family")
+    start = dense.add_mutually_exclusive_group(required=True)
+    # No `choices`: listing the families imports transformers, too slow for every CLI start.
+    start.add_argument(
+        "--arch", help="family to train from scratch (sparserefine models --families)"
+    )
+    start.add_argument("--init", help="fine-tune the dense model of this checkpoint (name or dir)")
+    dense.add_argument("--model-config", type=json.loads, default={}, help="JSON of arch kwargs")
+    _common(dense, iterations=2000, lr=2e-3, wd=0.01)
+    dense.set_defaults(func=_dense)
+
+    refiner = sub.add_parser("refiner", help="train a refiner over a frozen dense model")
+    refiner.add_argument("--dense", required=True, help="model name, checkpoint dir or file")
+    refiner.add_argument("--tau", type=float, default=0.1, help="entropy threshold in training")
+    refiner.add_argument("--max-fraction", type=float, help="budget in training (share per crop)")
+    refiner.add_argument("--scale", type=float, default=0.5, help="dense input scale")
+    refiner.add_argument("--widths", type=_ints, default=(16, 32, 64, 128), help="per level")
+    refiner.add_argument("--blocks", type=int, default=1)
+    refiner.add_argument("--use-coords", action="store_true")
+    refiner.add_argument("--use-probs", action="store_true")
+    refiner.add_argument(
+        "--calibrate-taus", type=_floats, default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+    )
+    refiner.add_argument("--calibrate-fractions", type=_fractions, default=[None, 0.1, 0.05],
+                         help="max selected share per image; 'none' = no budget")  # fmt: skip
+    refiner.add_argument("--tolerance", type=float, default=0.1, help="mIoU points below best")
+    _common(refiner, iterations=1000, lr=3e-4, wd=0.05)
+    refiner.set_defaults(func=_refiner)
+
+
+def _config(args) -> TrainConfig:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return TrainConfig(
+        data=args.data, out=args.out, iterations=args.iterations, batch_size=args.batch_size,
+        crop=args.crop, scale_range=args.scale_range, lr=args.lr, weight_decay=args.weight_decay,
+        warmup=args.warmup, seed=args.seed, val_every=args.val_every, val_images=args.val_images,
+        save_every=args.save_every, workers=args.workers, device=args.device, resume=args.resume,
+        stop_at=args.stop_at,
+    )  # fmt: skip
+
+
+def _fail(error: Exception) -> int:
+    print(f"sparserefine train: error: {error}", file=sys.stderr)
+    return 1
+
+
+def _dense(args) -> int:
+    try:
+        out = train_dense(_config(args), args.arch, args.model_config, args.card_note, args.init)
+    except (OSError, CheckpointError, TypeError, ValueError) as error:
+        return _fail(error)
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
+
+
+def _refiner(args) -> int:
+    settings = RefinerSettings(
+        tau=args.tau, max_fraction=args.max_fraction, scale=args.scale, widths=args.widths,
+        blocks=args.blocks, use_coords=args.use_coords, use_probs=args.use_probs,
+    )  # fmt: skip
+    try:
+        out = train_refiner(
+            _config(args), args.dense, settings, args.calibrate_taus, args.calibrate_fractions,
+            args.tolerance, args.card_note,
+        )  # fmt: skip
+    except (OSError, CheckpointError, ValueError) as error:
+        return _fail(error)
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
