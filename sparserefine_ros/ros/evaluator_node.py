@@ -64,6 +64,7 @@ class EvaluatorNode(Node):
         self.outputs: dict[int, np.ndarray] = {}
         self.stats: dict[int, SegmentationStats] = {}
         self.overlays: dict[int, np.ndarray] = {}
+        self.scored: set[int] = set()
         self.labels_without_output = 0
         self.last_output = time.monotonic()
         self.create_subscription(ClassInfo, "class_info", self._on_class_info, _LATCHED)
@@ -103,9 +104,22 @@ class EvaluatorNode(Node):
         self._match()
 
     def _on_overlay(self, msg: Image) -> None:
+        if self._overlay is None:  # a message already in flight when the pictures were done
+            return
         self.overlays[stamp_ns(msg.header)] = image_to_rgb(msg)
-        if len(self.overlays) >= PICTURES:  # enough pictures: stop costing the node overlays
+        self._add_pictures()
+
+    def _add_pictures(self) -> None:
+        """An overlay joins the report once its frame is scored: the topics arrive in any order."""
+        if self.evaluation is None:
+            return
+        for stamp in sorted(self.overlays):
+            if stamp in self.scored and len(self.evaluation.pictures) < PICTURES:
+                self.evaluation.add_picture(stamp, self.overlays.pop(stamp))
+        if len(self.evaluation.pictures) >= PICTURES:  # enough: stop costing the node overlays
             self.destroy_subscription(self._overlay)
+            self._overlay = None
+            self.overlays.clear()
 
     def _match(self, final: bool = False) -> None:
         """Score every frame with output and stats whose label is in, and frames older than
@@ -155,8 +169,8 @@ class EvaluatorNode(Node):
             stats.selected_pixels,
             label,
         )
-        if stamp in self.overlays and len(self.evaluation.pictures) < PICTURES:
-            self.evaluation.add_picture(stamp, self.overlays.pop(stamp))
+        self.scored.add(stamp)
+        self._add_pictures()
 
     def _check_idle(self) -> None:
         if self.evaluation is not None and time.monotonic() - self.last_output > self.max_idle_s:
