@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
@@ -91,8 +91,14 @@ class RosClient:
         self.executor.add_node(self.node)
         self._lock = threading.Lock()
         self.received: dict[str, list] = {}
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:  # close() shut the context down
+            pass
 
     def subscribe(self, msg_type, topic: str, qos: QoSProfile = RELIABLE) -> list:
         messages = self.received.setdefault(topic, [])
@@ -122,10 +128,11 @@ class RosClient:
         )
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
+        # Shutting the context down first ends the spin loop; then nothing uses the node.
         rclpy.shutdown(context=self.context)
         self._thread.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
 
 
 def image_msg(rgb: np.ndarray, encoding: str = "rgb8", stamp_ns: int = 0, frame_id: str = "cam"):

@@ -100,8 +100,16 @@ class _Recorder:
             )
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:  # close() shut the context down
+            pass
 
     def _keep(self, store: dict, msg) -> None:
         with self.lock:
@@ -114,9 +122,11 @@ class _Recorder:
     def close(self) -> None:
         import rclpy
 
+        # Shutting the context down first ends the spin loop; then nothing uses the node.
+        rclpy.shutdown(context=self.context)
+        self.thread.join(timeout=5)
         self.executor.shutdown()
         self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 def _stream_through_node(args, frames: list[np.ndarray]) -> dict:
@@ -127,7 +137,7 @@ def _stream_through_node(args, frames: list[np.ndarray]) -> dict:
     print("[2/3] starting sparserefine_node and streaming the drive to it")
     command = [
         sys.executable, "-m", "sparserefine_ros.ros.node", "--ros-args", "-r", "__ns:=/demo",
-        "-p", f"model:={args.model}", "-p", f"device:={args.device}",
+        "-p", f"model:={args.model or _default_model()}", "-p", f"device:={args.device}",
         "-p", "reliability:=reliable",
     ]  # fmt: skip
     node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
