@@ -180,10 +180,15 @@ class RunFiles:
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
 
-    def load_state(self) -> dict | None:
+    def resume(self, model, optimizer, scheduler) -> tuple[int, float]:
+        """Load the saved run state into the three, if there is one; (iteration, elapsed s)."""
         if not self.state_path.is_file():
-            return None
-        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+            return 0, 0.0
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        return int(state["iteration"]), float(state["elapsed"])
 
     def save_state(self, state: dict) -> None:
         if self.main:
@@ -271,13 +276,7 @@ def train_dense(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = cosine_schedule(optimizer, config.iterations, config.warmup)
-    start, elapsed = 0, 0.0
-    state = files.load_state()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, elapsed = int(state["iteration"]), float(state["elapsed"])
+    start, elapsed = files.resume(model, optimizer, scheduler)
     trained = ddp.wrap(model)
     mean = torch.tensor(mean_std[0], device=ddp.device).view(1, 3, 1, 1)
     std = torch.tensor(mean_std[1], device=ddp.device).view(1, 3, 1, 1)
@@ -376,13 +375,7 @@ def train_refiner(
     ).to(ddp.device)  # fmt: skip
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     scheduler = cosine_schedule(optimizer, config.iterations, config.warmup)
-    start, elapsed = 0, 0.0
-    state = files.load_state()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, elapsed = int(state["iteration"]), float(state["elapsed"])
+    start, elapsed = files.resume(model, optimizer, scheduler)
     trained = ddp.wrap(model)
     dataset, val = _train_dataset(config), _val_samples(config)
     sampler = EpochSampler(len(dataset), config.seed, ddp.rank, ddp.world)

@@ -5,7 +5,6 @@ Optionally sweeps tau and the budget and plots the speed/accuracy curve.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,14 +19,12 @@ from sparserefine_ros.models.evaluation import (
     sweep_segmenter,
 )
 from sparserefine_ros.models.segmenter import init_model
+from sparserefine_ros.tools.dataset import parse_size
 
 
 def _size(text: str) -> tuple[int, int]:
-    """'2048x1024' (WIDTHxHEIGHT) -> (height, width)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    """'2048x1024' (WIDTHxHEIGHT) -> (height, width), the order of tensor shapes."""
+    width, height = parse_size(text)
     return height, width
 
 

@@ -18,14 +18,12 @@ from sparserefine_ros.models.training import (
     train_dense,
     train_refiner,
 )
+from sparserefine_ros.tools.dataset import parse_size
 
 
 def _size(text: str) -> tuple[int, int]:
-    """'1024x512' (WIDTHxHEIGHT) -> (height, width)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    """'1024x512' (WIDTHxHEIGHT) -> (height, width), the order of tensor shapes."""
+    width, height = parse_size(text)
     return height, width
 
 
