@@ -15,6 +15,7 @@ from sparserefine_ros.method.sparse import (
     submanifold_conv3x3,
     up_conv2x2,
 )
+from sparserefine_ros.method.sparse.functional import default_strategy
 from sparserefine_ros.method.sparse.maps import submanifold_map
 
 SIZES = [(1, 9, 13), (2, 16, 16), (3, 7, 5)]  # (batch, height, width): odd sizes, batch > 1
@@ -81,15 +82,23 @@ def test_submanifold_conv_matches_conv2d(size, density, strategy):
     torch.testing.assert_close(g_bias, g_bias_ref, rtol=0, atol=1e-10)
 
 
-def test_strategy_follows_density_threshold():
+@pytest.mark.parametrize(("threads", "low_density_choice"), [(1, "per_offset"), (2, "im2col")])
+def test_strategy_follows_density_and_threads(threads, low_density_choice):
     sparse, _ = random_sparse(1, 32, 32, 2, density=IM2COL_MIN_DENSITY / 4, seed=1)
     dense, _ = random_sparse(1, 32, 32, 2, density=min(1.0, IM2COL_MIN_DENSITY * 4), seed=1)
     assert sparse.density < IM2COL_MIN_DENSITY <= dense.density
     weight = torch.randn(2, 2, 3, 3, dtype=torch.float64)
-    for x, chosen in ((sparse, "per_offset"), (dense, "im2col")):
-        auto = submanifold_conv3x3(x, weight)
-        forced = submanifold_conv3x3(x, weight, strategy=chosen)
-        assert torch.equal(auto.feats, forced.feats)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert default_strategy(sparse) == low_density_choice
+        assert default_strategy(dense) == "im2col"
+        for x, chosen in ((sparse, low_density_choice), (dense, "im2col")):
+            auto = submanifold_conv3x3(x, weight)
+            forced = submanifold_conv3x3(x, weight, strategy=chosen)
+            assert torch.equal(auto.feats, forced.feats)
+    finally:
+        torch.set_num_threads(previous)
     assert ("subm", 1) in sparse.cache  # the map is cached on the level and reused
     assert submanifold_map(sparse) is sparse.cache[("subm", 1)]
 

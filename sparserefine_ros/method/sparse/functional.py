@@ -13,12 +13,23 @@ import torch
 from .maps import down_map, submanifold_map
 from .tensor import SparseTensor
 
-# Grid density (active share of a level's sites) from which one gather + one GEMM (im2col) beats
-# one small gather/GEMM/index_add per kernel offset. Measured on the 2-core target CPU for one
-# 3x3 conv over a 2048x1024 image with clustered sites: per-offset 7 vs 27 ms at 2%, 37 vs 68 ms
-# at 5%, 104 vs 123 ms at 10%, and the one-GEMM path ahead above that. im2col always moves 9
-# rows per site, pad rows included; per-offset moves only real pairs but pays 8 scatter passes.
-IM2COL_MIN_DENSITY = 0.10
+# When one gather + one GEMM (im2col) beats one small gather/GEMM/scatter per kernel offset, on
+# the 2-core target CPU (one 3x3 conv, 2048x1024, clustered sites, 16 channels, this code):
+# - 1 thread: per-offset wins at low density (9 vs 13 ms at 2%), im2col from about 10%.
+# - 2 threads: im2col wins at every density (7 vs 16 ms at 2%, 30 vs 59 ms at 5%): the GEMM
+#   uses both cores, the per-offset scatter-adds do not. In the hrnet-synth pipeline at 2%
+#   refined, im2col took refinement from 226 to 86 ms.
+# im2col moves 9 rows per site, pad rows included; per-offset moves only real pairs.
+IM2COL_MIN_DENSITY = 0.10  # single-threaded CPU switch point
+
+
+def default_strategy(x: SparseTensor) -> str:
+    """im2col, except on a single CPU thread below ``IM2COL_MIN_DENSITY`` (measured above)."""
+    single_cpu_thread = x.feats.device.type == "cpu" and torch.get_num_threads() == 1
+    if single_cpu_thread and x.density < IM2COL_MIN_DENSITY:
+        return "per_offset"
+    return "im2col"
+
 
 STRATEGIES = ("per_offset", "im2col")
 
@@ -31,13 +42,13 @@ def submanifold_conv3x3(
 ) -> SparseTensor:
     """3x3 submanifold convolution (stride 1, padding 1): output sites are the input sites.
 
-    ``strategy`` is ``"per_offset"``, ``"im2col"`` or None to choose by density (see
-    ``IM2COL_MIN_DENSITY``); both give the same result up to float rounding.
+    ``strategy`` is ``"per_offset"``, ``"im2col"`` or None for ``default_strategy``; both give
+    the same result up to float rounding.
     """
     out_channels, in_channels = weight.shape[:2]
     _check_weight(weight, x, (out_channels, in_channels, 3, 3), in_channels)
     if strategy is None:
-        strategy = "im2col" if x.density >= IM2COL_MIN_DENSITY else "per_offset"
+        strategy = default_strategy(x)
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     neighbour_map = submanifold_map(x)
