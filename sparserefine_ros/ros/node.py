@@ -274,11 +274,13 @@ class SparseRefineNode(Node):
                 camera.counters.period_latency_ms.append(latency_ms)
 
     def _latency_ms(self, header) -> float:
-        """Image stamp to now on the node's clock; NaN for an unstamped image."""
+        """Image stamp to now on the node's clock; NaN for an unstamped image, or under sim time
+        before the first /clock message (the clock still reads 0)."""
         stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        if stamp == 0:
+        now = self.get_clock().now().nanoseconds
+        if stamp == 0 or now == 0:
             return math.nan
-        return (self.get_clock().now().nanoseconds - stamp) / 1e6
+        return (now - stamp) / 1e6
 
     def _publish_diagnostics(self) -> None:
         array = DiagnosticArray()
