@@ -70,20 +70,20 @@ class DownMap:
 
 def submanifold_map(x: SparseTensor) -> SubmanifoldMap:
     """The 3x3 neighbour map of ``x``'s level, from its cache or built and cached."""
-    key = ("subm", x.stride)
-    cached = x.cache.get(key)
-    if cached is None:
-        cached = x.cache[key] = _build_submanifold_map(x)
-    return cached
+    return _cached(x, "subm", _build_submanifold_map)
 
 
 def down_map(x: SparseTensor) -> DownMap:
     """The map from ``x``'s level to the next coarser one, from its cache or built and cached."""
-    key = ("down", x.stride)
-    cached = x.cache.get(key)
-    if cached is None:
-        cached = x.cache[key] = _build_down_map(x)
-    return cached
+    return _cached(x, "down", _build_down_map)
+
+
+def _cached(x: SparseTensor, kind: str, build):
+    """One map per (kind, level) in the cache ``x`` shares with every tensor of its input."""
+    key = (kind, x.stride)
+    if key not in x.cache:
+        x.cache[key] = build(x)
+    return x.cache[key]
 
 
 def _build_submanifold_map(x: SparseTensor) -> SubmanifoldMap:
