@@ -115,12 +115,28 @@ class RosClient:
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             with self._lock:
                 if condition():
                     return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.02)
-        return False
+
+    def resend_until(
+        self,
+        send: Callable[[], None],
+        condition: Callable[[], bool],
+        node: NodeProcess,
+        every: float = 2.0,
+        timeout: float = 30.0,
+    ) -> None:
+        """Call ``send`` until ``condition`` holds: the first messages can beat discovery."""
+        deadline = time.monotonic() + timeout
+        while not self.wait_for(condition, timeout=0.0):
+            assert time.monotonic() < deadline, f"not met in {timeout} s:\n{node.log}"
+            send()
+            self.wait_for(condition, timeout=every)
 
     def wait_for_subscribers(self, publisher, count: int = 1, timeout: float = 30.0) -> None:
         assert self.wait_for(lambda: publisher.get_subscription_count() >= count, timeout), (
