@@ -71,3 +71,22 @@ def test_budget_above_count_changes_nothing():
 def test_budget_outside_unit_interval_is_rejected(fraction):
     with pytest.raises(ValueError, match="max_fraction"):
         select_uncertain(ENTROPY, tau=0.1, max_fraction=fraction)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "expected"),
+    [(0.6, [True, True, False]), (0.5, [True, False, False]), (0.3, [False, False, False])],
+)
+def test_budget_counts_areas_and_keeps_pixels_whole(fraction, expected):
+    # Areas 3, 1, 2 (6 in all): budgets ceil(6 * fraction) = 4, 3, 2 output pixels.
+    entropy_map = torch.tensor([[[0.9, 0.8, 0.7]]])
+    areas = torch.tensor([[3, 1, 2]])
+    mask = select_uncertain(entropy_map, tau=0.1, max_fraction=fraction, areas=areas)
+    assert mask[0, 0].tolist() == expected
+
+
+def test_areas_must_cover_one_image_with_positive_counts():
+    with pytest.raises(ValueError, match="areas"):
+        select_uncertain(ENTROPY, tau=0.1, max_fraction=0.5, areas=torch.ones(2, 2))
+    with pytest.raises(ValueError, match="areas"):
+        select_uncertain(ENTROPY, tau=0.1, max_fraction=0.5, areas=torch.zeros(2, 3))

@@ -173,7 +173,8 @@ def test_init_model_overrides_and_inputs(tmp_path):
     result = inference_model(pipeline, [_image(seed=1), _image(seed=2)])
     assert result.classes.shape == (2, 64, 96)
     assert result.dense_size == (16, 24)
-    assert result.num_selected == [615, 615]  # ceil(0.1 * 64 * 96): the budget binds
+    # The budget binds: ceil(0.1 * 64 * 96) = 615 pixels hold 38 whole 4x4 dense pixels.
+    assert result.num_selected == [608, 608]
     assert inference_model(pipeline, _image()[None]).classes.shape == (1, 64, 96)
     with pytest.raises(TypeError, match="unknown overrides"):
         init_model(tmp_path / "m", widths=(4,))

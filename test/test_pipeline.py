@@ -1,6 +1,7 @@
 """The inference pipeline on a tiny random dense model, and refiner checkpoints."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from sparserefine_ros.method import (
     entropy,
     load_refiner,
     save_refiner,
+    select_uncertain,
 )
 
 NUM_CLASSES = 4
@@ -114,9 +116,40 @@ def test_batch_equals_images_one_by_one():
     assert not torch.equal(batched.classes, batched.dense_classes)
 
 
-def test_budget_caps_selection_per_image():
-    result = make_pipeline(max_fraction=0.05)(random_images())
-    assert result.num_selected == [66, 66]  # ceil(0.05 * 30 * 44)
+def test_budget_caps_selection_per_image_in_whole_low_res_pixels():
+    pipeline = make_pipeline(max_fraction=0.05)
+    images = random_images()
+    result = pipeline(images)
+    # ceil(0.05 * 30 * 44) = 66 full-res pixels; each low-res pixel is a 2x2 block: 16 blocks.
+    assert result.num_selected == [64, 64]
+    # The blocks are those of highest entropy: the full-resolution reference keeps the same
+    # pixels and two more, from the block that no longer fits whole.
+    model = pipeline.model
+    with torch.no_grad():
+        low_logits = model.run_dense(pipeline.dense_model, model.preprocess(images)[1])
+    full_entropy = F.interpolate(entropy(low_logits)[:, None], size=(30, 44), mode="nearest")[:, 0]
+    reference = select_uncertain(full_entropy, model.tau, 0.05)
+    assert reference.flatten(1).sum(1).tolist() == [66, 66]
+    assert not (result.refine_mask & ~reference).any()
+
+
+@pytest.mark.parametrize("size", [(30, 44), (31, 45), (17, 29)])
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.3])
+@pytest.mark.parametrize("max_fraction", [None, 0.1])
+def test_selection_lists_exactly_the_masked_pixels(size, scale, max_fraction):
+    """Blocks of uneven size (non-integer scales, odd sizes) expand to the right pixels, in
+    raster order, and the budget counts their real areas."""
+    pipeline = make_pipeline(scale=scale, max_fraction=max_fraction)
+    result = pipeline(random_images(height=size[0], width=size[1]))
+    selection = result.selection
+    assert torch.equal(selection.coords, torch.nonzero(result.refine_mask))
+    assert (
+        torch.equal(result.refine_mask, selection.upsample(selection.low_mask))
+        and result.refine_mask.any()
+    )
+    if max_fraction is not None:
+        budget = math.ceil(max_fraction * size[0] * size[1])
+        assert max(result.num_selected) <= budget
 
 
 def test_nothing_selected_skips_refinement():

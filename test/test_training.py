@@ -92,7 +92,9 @@ def test_batch_without_valid_selected_pixels_makes_no_update():
 def test_single_selected_pixel_trains():
     """BatchNorm over one site has no batch statistics; training must still step."""
     dense, model = brightness_dense_model(), toy_model()
-    model.max_fraction = 1e-6  # budget: ceil(1e-6 * 1024) = 1 pixel
+    # Dense model at full resolution (blocks of one pixel), every pixel a candidate, budget
+    # ceil(1e-6 * 1024) = 1 pixel.
+    model.scale, model.tau, model.max_fraction = 1.0, -1.0, 1e-6
     images, labels = thin_line_batch(1, 32, seed=4)
     metrics = train_step(dense, model, images, labels, make_optimizer(model))
     assert metrics.num_selected == 1 and metrics.stepped and math.isfinite(metrics.loss)

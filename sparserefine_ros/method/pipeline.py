@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -62,26 +62,72 @@ class StageTimer:
 
 @dataclass
 class Selection:
-    """Pixels chosen for refinement, at full resolution.
+    """Pixels chosen for refinement: chosen at the dense resolution, listed at full resolution.
 
     ``rows``/``cols`` give the low-resolution row/column of each full-resolution row/column
-    (nearest-neighbour upsampling, ``floor(i * h / H)``), so full-resolution views of low-res
-    maps are plain gathers and the full-resolution logits are never materialised.
+    (nearest-neighbour upsampling, ``floor(i * h / H)``), so each low-resolution pixel stands
+    for a block of full-resolution ones and full-resolution views of low-res maps are plain
+    gathers: neither the full-resolution logits nor, unless asked for, the full-resolution
+    entropy and mask are ever materialised.
     """
 
-    entropy: torch.Tensor  # (B, H, W) float32, the low-res entropy repeated over each block
-    mask: torch.Tensor  # (B, H, W) bool
-    coords: torch.Tensor  # (N, 3) int64 [batch, y, x], raster order
+    low_entropy: torch.Tensor  # (B, h, w) float32
+    low_mask: torch.Tensor  # (B, h, w) bool
+    coords: torch.Tensor  # (N, 3) int64 [batch, y, x] at full resolution, raster order
     rows: torch.Tensor  # (H,) int64
     cols: torch.Tensor  # (W,) int64
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """(B, H, W) float32: the low-res entropy repeated over each block."""
+        return self.upsample(self.low_entropy)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, H, W) bool: the selected pixels."""
+        return self.upsample(self.low_mask)
+
+    def num_selected(self) -> torch.Tensor:
+        """(B,) int64: selected full-resolution pixels per image."""
+        return torch.bincount(self.coords[:, 0], minlength=self.low_mask.shape[0])
 
     def upsample(self, low: torch.Tensor) -> torch.Tensor:
         """Nearest-neighbour upsampling of a (B, h, w) map to (B, H, W)."""
         return _nearest(low, self.rows, self.cols)
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Selection:
+        return Selection(
+            *(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self))
+        )
+
 
 def _nearest(low: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     return low.index_select(1, rows).index_select(2, cols)
+
+
+def _blocks(index: torch.Tensor, low_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a nearest-upsampling index map (full -> low, non-decreasing): where each low-res row
+    (or column) starts at full resolution and how many full-res rows it covers."""
+    sizes = torch.bincount(index, minlength=low_size)
+    return torch.cumsum(sizes, 0) - sizes, sizes
+
+
+def _expand_blocks(
+    low_coords: torch.Tensor,
+    row_blocks: tuple[torch.Tensor, torch.Tensor],
+    col_blocks: tuple[torch.Tensor, torch.Tensor],
+    full_size: tuple[int, int],
+) -> torch.Tensor:
+    """Full-resolution coordinates (N, 3) [batch, y, x], raster order, of the blocks covered by
+    low-resolution pixels ``low_coords`` (n, 3) [batch, row, col]."""
+    (row_start, row_size), (col_start, col_size) = row_blocks, col_blocks
+    height, width = full_size
+    b, r, c = (v[:, None, None] for v in low_coords.unbind(1))
+    dy = torch.arange(int(row_size.max()), device=low_coords.device)[None, :, None]
+    dx = torch.arange(int(col_size.max()), device=low_coords.device)[None, None, :]
+    inside = (dy < row_size[r]) & (dx < col_size[c])
+    keys = torch.sort(((b * height + row_start[r] + dy) * width + col_start[c] + dx)[inside]).values
+    return torch.stack((keys // (height * width), keys // width % height, keys % width), dim=1)
 
 
 @dataclass
@@ -97,15 +143,29 @@ class RefineOutput:
 
 @dataclass
 class SegmentationResult:
-    """Pipeline output on the CPU, at the full input resolution."""
+    """Pipeline output on the CPU, at the full input resolution (the entropy and mask are
+    expanded from the dense resolution when read: most frames never need them)."""
 
     classes: torch.Tensor  # (B, H, W) int64, refined
     dense_classes: torch.Tensor  # (B, H, W) int64, the dense model's upsampled prediction
-    entropy: torch.Tensor  # (B, H, W) float32
-    refine_mask: torch.Tensor  # (B, H, W) bool
-    num_selected: list[int]  # per image
+    selection: Selection
     dense_size: tuple[int, int]  # (h, w) at which the dense model ran
     timings_ms: dict[str, float]  # preprocess, dense, select, refine, fuse, total
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """(B, H, W) float32."""
+        return self.selection.entropy
+
+    @property
+    def refine_mask(self) -> torch.Tensor:
+        """(B, H, W) bool."""
+        return self.selection.mask
+
+    @property
+    def num_selected(self) -> list[int]:
+        """Refined pixels per image."""
+        return self.selection.num_selected().tolist()
 
 
 class SparseRefine(nn.Module):
@@ -207,15 +267,19 @@ class SparseRefine(nn.Module):
         return logits.float()
 
     def select(self, low_logits: torch.Tensor, full_size: Sequence[int]) -> Selection:
-        """Entropy once at low resolution, expanded to full resolution, thresholded there."""
+        """Entropy and the choice at the dense resolution, each pixel weighted by the block of
+        full-resolution pixels it covers; only the chosen blocks are expanded to full size."""
         height, width = int(full_size[0]), int(full_size[1])
         low_h, low_w = low_logits.shape[-2:]
         device = low_logits.device
         rows = torch.arange(height, device=device) * low_h // height
         cols = torch.arange(width, device=device) * low_w // width
-        full_entropy = _nearest(entropy(low_logits), rows, cols)
-        mask = select_uncertain(full_entropy, self.tau, self.max_fraction)
-        return Selection(full_entropy, mask, torch.nonzero(mask), rows, cols)
+        row_blocks, col_blocks = _blocks(rows, low_h), _blocks(cols, low_w)
+        low_entropy = entropy(low_logits)
+        areas = row_blocks[1][:, None] * col_blocks[1]
+        low_mask = select_uncertain(low_entropy, self.tau, self.max_fraction, areas)
+        coords = _expand_blocks(torch.nonzero(low_mask), row_blocks, col_blocks, (height, width))
+        return Selection(low_entropy, low_mask, coords, rows, cols)
 
     def refine(
         self, full: torch.Tensor, low_logits: torch.Tensor, selection: Selection
@@ -296,13 +360,10 @@ class SparseRefinePipeline:
             selection = output.selection
             with timer("fuse"):
                 classes, dense_classes = class_maps(low_logits, output)
-            num_selected = selection.mask.flatten(1).sum(dim=1).tolist()
             result = SegmentationResult(
                 classes=classes.cpu(),
                 dense_classes=dense_classes.cpu(),
-                entropy=selection.entropy.cpu(),
-                refine_mask=selection.mask.cpu(),
-                num_selected=num_selected,
+                selection=selection.to("cpu"),
                 dense_size=tuple(low.shape[-2:]),
                 timings_ms=timer.ms,
             )

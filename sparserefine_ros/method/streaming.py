@@ -185,16 +185,12 @@ class StreamedPipeline:
                     output = self.pipeline.model(full, low_logits, timer)
                     with timer("fuse"):
                         classes, dense_classes = class_maps(low_logits, output)
-                    selection = output.selection
-                    maps = {
-                        "classes": classes,
-                        "dense_classes": dense_classes,
-                        "entropy": selection.entropy,
-                        "refine_mask": selection.mask,
-                        "num_selected": selection.mask.flatten(1).sum(dim=1),
-                    }
                     # Non-blocking device-to-host copies land in pinned memory; a no-op on the CPU.
-                    handle._host = {k: v.to("cpu", non_blocking=True) for k, v in maps.items()}
+                    handle._host = {
+                        "classes": classes.to("cpu", non_blocking=True),
+                        "dense_classes": dense_classes.to("cpu", non_blocking=True),
+                        "selection": output.selection.to("cpu", non_blocking=True),
+                    }
             if stream is not None:
                 handle._done = torch.cuda.Event()
                 handle._done.record(stream)
@@ -215,9 +211,7 @@ class StreamedPipeline:
         handle._result = SegmentationResult(
             classes=host["classes"],
             dense_classes=host["dense_classes"],
-            entropy=host["entropy"],
-            refine_mask=host["refine_mask"],
-            num_selected=host["num_selected"].tolist(),
+            selection=host["selection"],
             dense_size=handle._dense_size,
             timings_ms=ms,
         )

@@ -38,7 +38,7 @@ from sparserefine_ros.data.cityscapes import (
 )
 from sparserefine_ros.data.transforms import TrainTransform
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
-from sparserefine_ros.method.pipeline import IMAGENET_MEAN, IMAGENET_STD, SparseRefine
+from sparserefine_ros.method.pipeline import IMAGENET_MEAN, IMAGENET_STD, SparseRefine, class_maps
 from sparserefine_ros.method.training import cosine_schedule, make_optimizer, train_step
 
 from .registry import build_dense_model, dense_model_family
@@ -460,12 +460,8 @@ def calibrate(
         pixels += label.numel()
         for (tau, fraction), trial in trials.items():
             output = trial(full, low_logits)
-            classes = output.selection.upsample(low_logits.argmax(1))
-            if output.logits.shape[0]:
-                b, y, x = output.selection.coords.unbind(1)
-                classes[b, y, x] = output.logits.argmax(1)
-            metrics[tau, fraction].update(classes.cpu(), label[None])
-            selected[tau, fraction] += int(output.selection.mask.sum())
+            metrics[tau, fraction].update(class_maps(low_logits, output)[0].cpu(), label[None])
+            selected[tau, fraction] += output.selection.coords.shape[0]
     table = [
         {"tau": t, "max_fraction": f, "miou": 100.0 * metrics[t, f].compute()["all"].miou,
          "fraction": selected[t, f] / pixels}

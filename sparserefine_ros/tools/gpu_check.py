@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import platform
 import statistics
@@ -257,12 +256,7 @@ def _correctness(
     # Refine both on the CPU's selection, so the logits compare pixel for pixel.
     selection = model_cpu.select(logits_cpu, full_cpu.shape[-2:])
     fused_cpu = model_cpu.ensembler(*model_cpu.refine(full_cpu, logits_cpu, selection))[0]
-    moved = Selection(
-        **{
-            f.name: getattr(selection, f.name).to(device.device)
-            for f in dataclasses.fields(selection)
-        }
-    )
+    moved = selection.to(device.device)
     fused_dev = model_dev.ensembler(*model_dev.refine(full_dev, logits_dev, moved))[0]
     result_cpu = cpu(images)
     result_dev = device(images)
