@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
@@ -67,13 +68,22 @@ def train_step(
     """One update of ``model`` on uint8 RGB ``images`` (B, 3, H, W) and ``labels`` (B, H, W).
 
     The dense model runs without gradients in eval mode (frozen, BatchNorm statistics included).
-    A batch with no selected labelled pixel makes no update (and does not advance the schedule).
+    A batch with no selected labelled pixel makes no update (and does not advance the schedule);
+    under DDP that holds for the global batch, and a rank with nothing to learn from still joins
+    the gradient all-reduce with zero gradients, so the ranks stay in step.
     """
     model.train()
     output, labels = _forward(dense_model, model, images, labels)
     loss, loss_sparse, loss_fused = sparserefine_loss(output, labels, ignore_index)
     metrics = _metrics(output, labels, (loss, loss_sparse, loss_fused), ignore_index)
-    if metrics.num_valid:
+    num_valid = metrics.num_valid
+    if dist.is_available() and dist.is_initialized():
+        total = torch.tensor([num_valid], device=loss.device)
+        dist.all_reduce(total)
+        num_valid = int(total)
+        if not metrics.num_valid:  # maybe not even connected to the weights: reach them all
+            loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+    if num_valid:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
