@@ -93,6 +93,24 @@ def test_families_give_quarter_resolution_logits(family, size):
     assert build_dense_model(family, **model.config).config == model.config
 
 
+def test_hrnet_context_sees_the_whole_image_and_starts_as_the_identity():
+    plain = build_dense_model("hrnet", 7).eval()
+    torch.manual_seed(0)
+    context = build_dense_model("hrnet", 7, context_bins=(1, 2)).eval()
+    context.load_state_dict(plain.state_dict(), strict=False)
+    images = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(context(images), plain(images))  # zero-initialised output
+        torch.nn.init.normal_(context.context.project.weight)
+        before = context(images)
+        changed = images.clone()
+        changed[..., :16, :16] = 5.0  # a corner changes the prediction 200+ pixels away...
+        far = (..., slice(56, None), slice(56, None))  # (logits at 1/4 resolution)
+        assert (context(changed) - before)[far].abs().amax() > 0
+        assert (plain(changed) - plain(images))[far].abs().amax() == 0  # ...only with context
+    assert build_dense_model("hrnet", **context.config).config == context.config
+
+
 def test_segformer_from_a_saved_transformers_directory(tmp_path):
     model = build_dense_model("segformer", len(NAMES), hidden_sizes=[8, 16, 24, 32]).eval()
     model.save_pretrained(tmp_path / "hf", NAMES)

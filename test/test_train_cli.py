@@ -77,6 +77,22 @@ def test_train_dense_fine_tunes_a_checkpoint(data, dense, tmp_path):
     assert tuned.card.count("## Training") == 2
 
 
+def test_train_dense_grows_a_checkpoint_keeping_its_weights(data, dense, tmp_path, capsys):
+    out = tmp_path / "grown"
+    args = ["train", "dense", "--init", str(dense), "--data", str(data), "--out", str(out),
+            "--iterations", "2", "--val-every", "2", "--lr", "0", *TRAIN]  # fmt: skip
+    assert main([*args, "--model-config", '{"context_bins": [1, 2]}']) == 0
+    grown, start = load_segmenter(out).dense_model, load_segmenter(dense).dense_model
+    assert grown.config == {**start.config, "context_bins": [1, 2]}
+    weights = dict(grown.named_parameters())
+    for name, weight in start.named_parameters():  # lr 0: the trained weights, unchanged
+        torch.testing.assert_close(weights[name], weight, rtol=0, atol=0, msg=name)
+    assert not grown.context.project.weight.any()  # and a branch that adds nothing yet
+
+    assert main([*args, "--out", str(tmp_path / "bad"), "--model-config", '{"head_width": 8}']) == 1
+    assert "would drop or reshape weights" in capsys.readouterr().err
+
+
 def _train_refiner(data, dense, out, *extra) -> int:
     return main(["train", "refiner", "--dense", str(dense), "--data", str(data), "--out", str(out),
                  "--iterations", "3", "--save-every", "1", "--val-every", "2", "--widths", "8,16",

@@ -6,6 +6,11 @@ same design at CPU size: stage ``s`` runs ``s + 1`` branches, each with ``blocks
 blocks, then every branch receives the sum of all branches resized to its resolution
 (strided 3x3 convs down, 1x1 conv + bilinear up). The head concatenates all branches at 1/4
 resolution (HRNetV2's segmentation head); logits come out at 1/4 of the input resolution.
+
+A CPU-sized HRNet sees only a few hundred pixels around each output, so at 2048x1024 a patch
+of road or sky can look like anything. ``context_bins`` adds PSPNet's pyramid pooling to the
+coarsest branch: its features averaged over a 1x1, 2x2, ... grid of the whole image, which
+carry the scene layout at any input resolution.
 """
 
 from __future__ import annotations
@@ -70,6 +75,29 @@ class Exchange(nn.Module):
         return out
 
 
+class PyramidContext(nn.Module):
+    """Pyramid pooling added to a feature map; starts as the identity (zero-initialised output)."""
+
+    def __init__(self, channels: int, bins: Sequence[int], width: int = 32) -> None:
+        super().__init__()
+        self.bins = tuple(int(b) for b in bins)
+        self.reduce = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, width, 1), nn.ReLU()) for _ in self.bins
+        )
+        self.project = nn.Conv2d(width * len(self.bins), channels, 1)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [
+            F.interpolate(reduce(F.adaptive_avg_pool2d(x, b)), size, mode="bilinear",
+                          align_corners=False)
+            for b, reduce in zip(self.bins, self.reduce, strict=True)
+        ]  # fmt: skip
+        return F.relu(x + self.project(torch.cat(pooled, dim=1)))
+
+
 @register_dense_model("hrnet")
 class HRNet(nn.Module):
     """Multi-resolution CNN; ``widths[k]`` channels at 1/2^(k+2) resolution, one stage per branch.
@@ -84,6 +112,7 @@ class HRNet(nn.Module):
         blocks: int = 1,
         stem_width: int = 16,
         head_width: int = 48,
+        context_bins: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
@@ -91,6 +120,7 @@ class HRNet(nn.Module):
         self.blocks = int(blocks)
         self.stem_width = int(stem_width)
         self.head_width = int(head_width)
+        self.context_bins = tuple(int(b) for b in context_bins)
         if not self.widths or min(self.widths) < 1 or self.blocks < 1:
             raise ValueError(f"need >= 1 positive width and >= 1 block: {widths}, {blocks}")
         self.stem = nn.Sequential(
@@ -109,6 +139,9 @@ class HRNet(nn.Module):
             # After the last stage only the head consumes the branches; no exchange is needed.
             if stage + 1 < len(self.widths):
                 self.exchanges.append(Exchange(branches, self.widths[: stage + 2]))
+        self.context = (
+            PyramidContext(self.widths[-1], self.context_bins) if self.context_bins else None
+        )
         self.head = nn.Sequential(
             _conv_bn(sum(self.widths), self.head_width, 1), nn.ReLU(),
             nn.Conv2d(self.head_width, self.num_classes, 1),
@@ -122,6 +155,7 @@ class HRNet(nn.Module):
             "blocks": self.blocks,
             "stem_width": self.stem_width,
             "head_width": self.head_width,
+            "context_bins": list(self.context_bins),
         }
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -131,6 +165,8 @@ class HRNet(nn.Module):
             xs = [branch(x) for branch, x in zip(branches, xs, strict=True)]
             if stage < len(self.exchanges):
                 xs = self.exchanges[stage](xs)
+        if self.context is not None:
+            xs[-1] = self.context(xs[-1])
         size = xs[0].shape[-2:]
         ups = [xs[0]] + [
             F.interpolate(x, size, mode="bilinear", align_corners=False) for x in xs[1:]

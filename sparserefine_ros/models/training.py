@@ -244,6 +244,21 @@ def evaluate_dense(
     return 100.0 * metric.compute()["all"].miou
 
 
+def _grown(model: nn.Module, family: str, changes: dict) -> nn.Module:
+    """``model`` rebuilt with ``changes`` to its config, keeping every weight it already had; the
+    config may only add modules (e.g. a context branch), not reshape existing ones."""
+    config = {**model.config, **changes}
+    config.pop("num_classes")
+    grown = build_dense_model(family, model.num_classes, **config)
+    new_state = grown.state_dict()
+    lost = [k for k, v in model.state_dict().items()
+            if k not in new_state or new_state[k].shape != v.shape]  # fmt: skip
+    if lost:
+        raise ValueError(f"model config {changes} would drop or reshape weights: {lost[:5]}")
+    grown.load_state_dict(model.state_dict(), strict=False)
+    return grown
+
+
 def train_dense(
     config: TrainConfig,
     family: str | None = None,
@@ -264,6 +279,8 @@ def train_dense(
         model, family = start_from.dense_model, dense_model_family(start_from.dense_model)
         if start_from.num_classes != num_classes:
             raise ValueError(f"{init} predicts {start_from.num_classes} classes, data has 19")
+        if model_config:
+            model = _grown(model, family, model_config)
         mean_std = start_from.mean, start_from.std
         history = start_from.card
     elif family is None:

@@ -77,7 +77,10 @@ def register(subparsers) -> None:
         "--arch", help="family to train from scratch (sparserefine models --families)"
     )
     start.add_argument("--init", help="fine-tune the dense model of this checkpoint (name or dir)")
-    dense.add_argument("--model-config", type=json.loads, default={}, help="JSON of arch kwargs")
+    dense.add_argument(
+        "--model-config", type=json.loads, default={},
+        help='JSON of arch kwargs; with --init, modules to add (e.g. {"context_bins": [1, 2]})',
+    )  # fmt: skip
     _common(dense, iterations=2000, lr=2e-3, wd=0.01)
     dense.set_defaults(func=_dense)
 
