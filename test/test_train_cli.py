@@ -134,5 +134,8 @@ def test_train_refiner_resume_calibrate_and_evaluate(data, dense, tmp_path):
             assert isinstance(result[group][mode], float)
     assert all(0 <= result["miou"][m] <= 100 for m in result["miou"])
     assert 0 <= result["selected_fraction"] <= 1
+    stages = result["stage_ms"]
+    assert set(stages) == {"preprocess", "dense", "select", "refine", "fuse", "total"}
+    assert stages["select"] + stages["refine"] + stages["fuse"] <= stages["total"]
     assert result["images"] == 2 and len(result["sweep"]) == 2
     assert (tmp_path / "curve.png").stat().st_size > 1000

@@ -77,6 +77,7 @@ def evaluate_segmenter(
     num_classes = len(pipeline.class_names)
     metrics = {mode: SegmentationMetric(num_classes) for mode in MODES}
     latency: dict[str, list[float]] = {mode: [] for mode in MODES}
+    stages: dict[str, list[float]] = {}
     selected = pixels = 0
     scale = pipeline.model.scale
     modes = {
@@ -95,13 +96,15 @@ def evaluate_segmenter(
             latency[mode].append(ms)
             if mode == "sparserefine":
                 selected += sum(out.num_selected)
+                for stage, stage_ms in out.timings_ms.items():
+                    stages.setdefault(stage, []).append(stage_ms)
                 out = out.classes
             metrics[mode].update(out, label[None])
         pixels += label.numel()
-    return _summary(pipeline, metrics, latency, selected / pixels, count, size)
+    return _summary(pipeline, metrics, latency, stages, selected / pixels, count, size)
 
 
-def _summary(pipeline, metrics, latency, fraction, count, size) -> dict:
+def _summary(pipeline, metrics, latency, stages, fraction, count, size) -> dict:
     scores = {mode: metrics[mode].compute() for mode in MODES}
     names = pipeline.class_names
 
@@ -116,6 +119,7 @@ def _summary(pipeline, metrics, latency, fraction, count, size) -> dict:
         "boundary_miou": {mode: 100.0 * scores[mode]["boundary"].miou for mode in MODES},
         "per_class_iou": {mode: per_class(scores[mode]["all"]) for mode in MODES},
         "latency_ms": median,
+        "stage_ms": {stage: statistics.median(ms) for stage, ms in stages.items()},
         "speedup": median["dense_full"] / median["sparserefine"],
         "selected_fraction": fraction,
         "images": count,

@@ -95,6 +95,8 @@ def _print(result: dict, class_names: list[str]) -> None:
               f"{result['latency_ms'][mode]:>12.1f}")  # fmt: skip
     print(f"selected fraction {100 * result['selected_fraction']:.2f}%, "
           f"speed-up over full resolution {result['speedup']:.2f}x")  # fmt: skip
+    stages = ", ".join(f"{stage} {ms:.0f}" for stage, ms in result["stage_ms"].items())
+    print(f"SparseRefine stages, median ms: {stages}")
     print(f"{'class IoU':<15}" + "".join(f"{mode:>14}" for mode in MODES))
     for name in class_names:
         cells = [result["per_class_iou"][mode][name] for mode in MODES]
