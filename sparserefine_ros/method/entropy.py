@@ -46,6 +46,7 @@ def select_uncertain(
         raise ValueError(f"areas must be >= 1, one per pixel of an image: {tuple(areas.shape)}")
     areas = areas.reshape(-1).long()
     budget = math.ceil(max_fraction * int(areas.sum()))
+    most_entries = budget // int(areas.min()) + 1  # enough entries to overflow the budget
     for image in range(flat_mask.shape[0]):
         keep, values = flat_mask[image], flat_entropy[image]
         if int(areas[keep].sum()) <= budget:
@@ -53,7 +54,7 @@ def select_uncertain(
         # The entropy at which the budget overflows, from the top few entries only (a partial
         # selection, not a sort of the image): everything above it stays, and of the entries
         # equal to it those first in raster order that still fit.
-        count = min(int(keep.sum()), budget // int(areas.min()) + 1)
+        count = min(int(keep.sum()), most_entries)
         top, index = torch.topk(torch.where(keep, values, -math.inf), count)
         cut = top[int((torch.cumsum(areas[index], 0) <= budget).sum())]
         above = keep & (values > cut)
