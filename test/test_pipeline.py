@@ -55,7 +55,7 @@ def test_outputs_at_full_resolution():
     result = pipeline(images)
     assert result.classes.shape == result.dense_classes.shape == (2, 30, 44)
     assert result.entropy.shape == result.refine_mask.shape == (2, 30, 44)
-    assert result.classes.dtype == result.dense_classes.dtype == torch.int64
+    assert result.classes.dtype == result.dense_classes.dtype == torch.uint8
     assert result.entropy.dtype == torch.float32 and result.refine_mask.dtype == torch.bool
     assert result.dense_size == (15, 22)
     assert result.num_selected == result.refine_mask.flatten(1).sum(1).tolist()
@@ -103,6 +103,22 @@ def test_deterministic():
     first, second = pipeline(images), pipeline(images)
     assert torch.equal(first.classes, second.classes)
     assert torch.equal(first.refine_mask, second.refine_mask)
+
+
+def test_compiled_dense_model_gives_the_eager_classes():
+    """``compile_mode`` runs the dense model through torch.compile (inductor's C++ on the CPU)."""
+    eager = make_pipeline()
+    compiled = SparseRefinePipeline(eager.dense_model, eager.model, compile_mode="default")
+    assert compiled.dense_model is not eager.dense_model
+    images = random_images()
+    expected, result = eager(images), compiled(images)
+    assert (result.classes == expected.classes).float().mean() > 0.999
+    assert torch.equal(result.refine_mask, expected.refine_mask)
+
+
+def test_unknown_compile_mode_is_refused():
+    with pytest.raises(ValueError, match="compile_mode 'fast'"):
+        SparseRefinePipeline(tiny_dense_model(), SparseRefine(NUM_CLASSES), compile_mode="fast")
 
 
 def test_batch_equals_images_one_by_one():

@@ -89,7 +89,7 @@ def test_precision_bf16_runs_and_mostly_agrees():
     print(f"bf16 vs fp32 class agreement: {agree.float().mean():.2%}")
     assert agree.float().mean() > 0.9
     for result in results:
-        assert result.entropy.dtype == torch.float32 and result.classes.dtype == torch.int64
+        assert result.entropy.dtype == torch.float32 and result.classes.dtype == torch.uint8
 
 
 def test_invalid_settings():
