@@ -92,7 +92,9 @@ class StreamedPipeline:
     yields results in order. A ROS worker submits frame t+1, then publishes frame t's result.
     When ``max_in_flight`` batches are pending, ``submit`` first finishes the oldest, so device
     memory stays bounded whether or not results are collected. ``precision`` runs the dense model
-    and the refiner under autocast (``"fp16"``/``"bf16"``); selection always sees float32 logits.
+    under autocast (``"fp16"``/``"bf16"``); selection sees float32 logits and the refiner runs
+    in float32 (on a few percent of the pixels its matrix products are small and launch-bound:
+    autocasting them too was no faster on an H200, docs/gpu.md).
     Results of a CUDA pipeline live in pinned host memory. Use from one thread.
     """
 
@@ -153,14 +155,14 @@ class StreamedPipeline:
     @torch.inference_mode()
     def _run_dense(self, handle: StreamedResult, images: torch.Tensor) -> None:
         model, timer, stream = self.pipeline.model, handle._timer, self._dense_stream
-        with self._on(stream), self._autocast(), timer("total"):
+        with self._on(stream), timer("total"):
             if stream is not None and images.device.type == "cpu":
                 # From pinned memory the copy is asynchronous: the host goes on queueing.
                 images = images.pin_memory()
             images = images.to(self.device, non_blocking=True)
             with timer("preprocess"):
                 full, low = model.preprocess(images)
-            with timer("dense"):
+            with timer("dense"), self._autocast():
                 low_logits = model.run_dense(self.pipeline.dense_model, low)
         handle._dense = full, low_logits
         handle._dense_size = tuple(low.shape[-2:])
@@ -174,7 +176,7 @@ class StreamedPipeline:
         handle._dense = None
         timer, stream = handle._timer, self._sparse_stream
         try:
-            with self._on(stream), self._autocast():
+            with self._on(stream):
                 if stream is not None:
                     stream.wait_event(handle._dense_done)
                     # Made on the dense stream, used here: keep the allocator from reusing them
