@@ -272,6 +272,7 @@ def _time(ns: int):
         ({"cameras": "['bad name']"}, "cameras"),
         ({"reliability": "sometimes"}, "reliability"),
         ({"precision": "fp64"}, "precision"),
+        ({"compile_mode": "fast"}, "compile_mode"),
         ({"class_colors": "[1, 2]"}, "class_colors"),
         ({"class_colors": "[0, 0, 0]"}, "class_colors"),  # 1 colour for 5 classes
         ({"overlay_alpha": "2.0"}, "overlay_alpha"),

@@ -325,8 +325,9 @@ class SegmenterPipeline(SparseRefinePipeline):
         class_names: Sequence[str],
         palette: np.ndarray,
         device: str | torch.device = "cpu",
+        compile_mode: str = "none",
     ) -> None:
-        super().__init__(dense_model, sparserefine, device)
+        super().__init__(dense_model, sparserefine, device, compile_mode)
         self.class_names = list(class_names)
         self.palette = np.asarray(palette, dtype=np.uint8)
 
@@ -345,10 +346,14 @@ def with_overrides(refiner: SparseRefine, **overrides) -> SparseRefine:
 
 
 def init_model(
-    name_or_path: str | Path, device: str | torch.device = "cpu", **overrides
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    compile_mode: str = "none",
+    **overrides,
 ) -> SegmenterPipeline:
     """Inference pipeline of a checkpoint (shipped name or directory); ``overrides`` may set
-    ``scale``, ``tau`` and ``max_fraction`` in place of the calibrated values."""
+    ``scale``, ``tau`` and ``max_fraction`` in place of the calibrated values; ``compile_mode``
+    is ``SparseRefinePipeline``'s."""
     segmenter = load_segmenter(name_or_path, device)
     if segmenter.refiner is None:
         raise SegmenterError(
@@ -357,8 +362,9 @@ def init_model(
         )
     refiner = with_overrides(segmenter.refiner, **overrides)
     return SegmenterPipeline(
-        segmenter.dense_model, refiner, segmenter.class_names, segmenter.palette, device
-    )
+        segmenter.dense_model, refiner, segmenter.class_names, segmenter.palette, device,
+        compile_mode,
+    )  # fmt: skip
 
 
 def inference_model(pipeline: SparseRefinePipeline, images) -> SegmentationResult:

@@ -131,6 +131,7 @@ class SparseRefineNode(Node):
         self.pipeline = init_model(
             self.config.model or DEFAULT_MODEL,
             device=_torch_device(self.config.device),
+            compile_mode=self.config.compile_mode,
             **{name: value for name, value in overrides.items() if value is not None},
         )
         self.runner = StreamedPipeline(

@@ -14,6 +14,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from sparserefine_ros.method.pipeline import COMPILE_MODES
 from sparserefine_ros.method.streaming import PRECISIONS
 
 FROM_MODEL = -1.0  # "use the value stored with the model" for the method's settings
@@ -34,6 +35,7 @@ class NodeConfig:
     model: str
     device: str
     precision: str
+    compile_mode: str
     cameras: tuple[str, ...]
     input_transport: str
     reliability: str
@@ -60,8 +62,15 @@ _PARAMETERS = {
     "device": ("cpu", "Inference device: cpu, cuda, cuda:N, or auto (cuda if available).", {}),
     "precision": (
         "fp32",
-        "Arithmetic of the dense model and the refiner: fp32, or fp16 / bf16 autocast (faster on "
-        "GPUs, slightly different classes; see docs/gpu.md).",
+        "Arithmetic of the dense model: fp32, or fp16 / bf16 autocast (GPUs; slightly "
+        "different classes, and slower than fp32 on an H200 for 3 of 4 models: docs/gpu.md).",
+        {},
+    ),
+    "compile_mode": (
+        "none",
+        "torch.compile of the dense model: none, default, reduce-overhead or "
+        "max-autotune-no-cudagraphs (paper-sized models on GPUs; the first frame of each size "
+        "compiles, seconds to a minute; docs/gpu.md).",
         {},
     ),
     "cameras": (
@@ -149,6 +158,10 @@ def _check(values: dict) -> NodeConfig:
         raise ParameterError(
             "precision", f"'{values['precision']}' is not one of {list(PRECISIONS)}"
         )
+    if values["compile_mode"] not in COMPILE_MODES:
+        raise ParameterError(
+            "compile_mode", f"'{values['compile_mode']}' is not one of {list(COMPILE_MODES)}"
+        )
     cameras = tuple(values["cameras"] or ())
     for camera in cameras:
         if not _CAMERA.match(camera):
@@ -175,6 +188,7 @@ def _check(values: dict) -> NodeConfig:
         model=values["model"],
         device=values["device"],
         precision=values["precision"],
+        compile_mode=values["compile_mode"],
         cameras=cameras,
         input_transport=values["input_transport"],
         reliability=values["reliability"],
