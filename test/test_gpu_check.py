@@ -23,7 +23,9 @@ TIMINGS = {
     "streamed_fp32",
     "streamed_bf16",
     "selected_fraction",
+    "dense_gflops_full_res",
 }
+SCALARS = {"selected_fraction", "dense_gflops_full_res"}
 
 
 def test_registered_as_gpu_check_subcommand():
@@ -54,7 +56,11 @@ def test_quick_run_on_cpu_writes_json_and_table(tmp_path, capsys):
     assert model["correctness"]["streamed_equals_sequential"] is True
     timings = model["timings"]
     assert set(timings) == TIMINGS
-    assert all(timings[k]["frames_per_s"] > 0 for k in TIMINGS - {"selected_fraction"})
+    assert all(timings[k]["frames_per_s"] > 0 for k in TIMINGS - SCALARS)
+    assert timings["dense_gflops_full_res"] > 0
+    assert {"preprocess", "dense", "select", "fuse", "total"} <= set(
+        timings["sequential"]["stage_ms"]
+    )
     assert 0.0 <= timings["streamed_bf16"]["classes_agreement_vs_fp32"] <= 1.0
     table = out.with_suffix(".md").read_text()
     assert "| hrnet (random init) |" in table and table in capsys.readouterr().out + "\n"

@@ -25,16 +25,24 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from sparserefine_ros.data.scenes import generate_scene
 from sparserefine_ros.method import entropy
 from sparserefine_ros.method.errors import CheckpointError
-from sparserefine_ros.method.pipeline import Selection, SparseRefine, SparseRefinePipeline
+from sparserefine_ros.method.pipeline import (
+    COMPILE_MODES,
+    Selection,
+    SparseRefine,
+    SparseRefinePipeline,
+)
 from sparserefine_ros.method.sparse import available_backends
 from sparserefine_ros.method.sparse.cuda_backends import library_status
 from sparserefine_ros.method.streaming import PRECISIONS, StreamedPipeline
@@ -51,6 +59,18 @@ QUICK_SIZE = (128, 64)
 NUM_CLASSES = 19
 SCENES = 2  # distinct frames, cycled through the timed runs
 COMPILED = "streamed_fp32_compiled"
+PROFILED_FRAMES = 6
+PROFILE_ROWS = 25
+# Random-init dense models the size of the paper's (HRNet-W48, SegFormer-B5), by name in
+# ``--models``: on a GPU the shipped CPU-sized models are launch-bound (full and half resolution
+# cost about the same), so only a model of this size shows what skipping full resolution saves.
+PAPER_SIZED = {
+    "hrnet-w48": ("hrnet", {"widths": [48, 96, 192, 384], "blocks": 4, "stem_width": 64,
+                            "head_width": 720}),
+    "segformer-b5": ("segformer", {"hidden_sizes": [64, 128, 320, 512], "depths": [3, 6, 40, 3],
+                                   "num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1],
+                                   "decoder_hidden_size": 768}),
+}  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,7 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="WxH of the CPU comparison (default: --size, at most 1024x512)",
     )
     parser.add_argument(
-        "--models", nargs="+", help="checkpoint names/paths or family names (default: shipped)"
+        "--models",
+        nargs="+",
+        help="checkpoint names/paths, family names or "
+        f"{'/'.join(PAPER_SIZED)} (random init; default: shipped checkpoints)",
     )
     parser.add_argument("--device", help="default: cuda if available, else cpu")
     parser.add_argument("--frames", type=int, help="timed frames per run (default 30; quick 2)")
@@ -93,6 +116,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compile", action="store_true", help="also time streamed with torch.compile'd dense model"
+    )
+    parser.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=[m for m in COMPILE_MODES if m != "none"],
+        help="torch.compile mode (reduce-overhead replays the dense model as a CUDA graph)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="TXT",
+        help="also profile a few sequential and streamed frames per model (torch.profiler), "
+        "busiest operators by host and by device time",
     )
     parser.add_argument(
         "--threads",
@@ -133,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             "warmup": warmup,
             "precisions": precisions,
             "max_in_flight": args.max_in_flight,
-            "compile": args.compile,
+            "compile": args.compile and args.compile_mode,
             "quick": args.quick,
         },
         "models": [],
@@ -152,19 +188,36 @@ def run(args: argparse.Namespace) -> int:
         device_pipeline = SparseRefinePipeline(
             copy.deepcopy(pipeline.dense_model), copy.deepcopy(pipeline.model), device
         )
-        print(f"{name}: checking against the CPU at {check_size[0]}x{check_size[1]}", flush=True)
-        entry["correctness"] = _correctness(pipeline, device_pipeline, checked, args.max_in_flight)
-        print(f"{name}: timing at {size[0]}x{size[1]}", flush=True)
-        entry["timings"] = _timings(device_pipeline, timed, frames, warmup, precisions, args)
         report["models"].append(entry)
+        try:
+            print(
+                f"{name}: checking against the CPU at {check_size[0]}x{check_size[1]}", flush=True
+            )
+            entry["correctness"] = _correctness(
+                pipeline, device_pipeline, checked, args.max_in_flight
+            )
+            print(f"{name}: timing at {size[0]}x{size[1]}", flush=True)
+            entry["timings"] = _timings(device_pipeline, timed, frames, warmup, precisions, args)
+            if args.profile:
+                _profile(name, device_pipeline, timed, args)
+        except Exception as error:  # one GPU run reports every model it can
+            entry["error"] = traceback.format_exc()
+            print(f"{name}: failed: {error!r}\n{entry['error']}", flush=True)
+        _write(report, args, started)
+    table = _write(report, args, started)
+    print(table)
+    return 1 if any("error" in entry for entry in report["models"]) else 0
+
+
+def _write(report: dict, args: argparse.Namespace, started: float) -> str:
+    """Write the JSON and table as they stand: a run cut short by its time limit keeps the
+    models it finished (a GPU lease is minutes long)."""
     report["elapsed_s"] = time.perf_counter() - started
     table = _table(report)
-    print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    table_path = args.table or args.json.with_suffix(".md")
-    table_path.write_text(table + "\n")
-    return 0
+    (args.table or args.json.with_suffix(".md")).write_text(table + "\n")
+    return table
 
 
 def _environment(device: torch.device) -> dict:
@@ -197,12 +250,13 @@ def _models(
     def checkpoint(name: str):
         return lambda: ({"source": "checkpoint"}, init_model(name, "cpu"))
 
-    def random_init(family: str):
+    def random_init(family: str, config: dict | None = None):
         def load():
             return {
                 "source": "random-init",
                 "note": f"no trained checkpoint: random weights, tau selects {fraction:.0%}",
-            }, _random_pipeline(family, calibration, fraction)
+                **({"config": config} if config else {}),
+            }, _random_pipeline(family, calibration, fraction, config or {})
 
         return load
 
@@ -216,18 +270,23 @@ def _models(
         if not names:
             return [(family, random_init(family)) for family in families]
     shipped = set(checkpoint_names())
-    return [
-        (name, random_init(name) if name in families and name not in shipped else checkpoint(name))
-        for name in names
-    ]
+    loaders = []
+    for name in names:
+        if name in PAPER_SIZED:
+            loaders.append((name, random_init(*PAPER_SIZED[name])))
+        elif name in families and name not in shipped:
+            loaders.append((name, random_init(name)))
+        else:
+            loaders.append((name, checkpoint(name)))
+    return loaders
 
 
 def _random_pipeline(
-    family: str, calibration: list[torch.Tensor], fraction: float
+    family: str, calibration: list[torch.Tensor], fraction: float, config: dict
 ) -> SparseRefinePipeline:
     """Family ``family`` with random weights; ``tau`` selects ``fraction`` of the pixels of the
     ``calibration`` images (the timed ones), as a trained model's calibration would."""
-    dense = build_dense_model(family, NUM_CLASSES).eval()
+    dense = build_dense_model(family, NUM_CLASSES, **config).eval()
     refiner = SparseRefine(NUM_CLASSES)
     with torch.inference_mode():
         values = torch.cat(
@@ -320,30 +379,81 @@ def _timings(
     batches = [scenes[i % len(scenes)] for i in range(frames)]
     warm = [scenes[i % len(scenes)] for i in range(warmup)]
     model, dense, device = pipeline.model, pipeline.dense_model, pipeline.device
+    stages: list[dict[str, float]] = []
+    selected: list[float] = []
+
+    def sequential(images: torch.Tensor) -> None:
+        result = pipeline(images)
+        stages.append(result.timings_ms)
+        selected.append(sum(result.num_selected) / result.classes.numel())
+
     timings = {
+        "dense_gflops_full_res": _dense_gflops(model, dense, scenes[0].to(device)),
         "dense_full_res": _time_calls(_dense_only(model, dense, device, False), batches, warm),
         "dense_low_res": _time_calls(_dense_only(model, dense, device, True), batches, warm),
-        "sequential": _time_calls(pipeline, batches, warm),
+        "sequential": _time_calls(sequential, batches, warm),
+    }
+    # Each stage synchronised (StageTimer): where a sequential frame's time goes.
+    timings["sequential"]["stage_ms"] = {
+        stage: statistics.median(s[stage] for s in stages[warmup:]) for stage in stages[-1]
     }
     variants = [(f"streamed_{p}", pipeline, p) for p in ["fp32", *precisions]]
     if args.compile:
-        compiled = SparseRefinePipeline(torch.compile(dense), model, device)
+        compiled = SparseRefinePipeline(dense, model, device, compile_mode=args.compile_mode)
         variants.append((COMPILED, compiled, "fp32"))
     reference = None
     for key, runner, precision in variants:
         streamed = StreamedPipeline(runner, args.max_in_flight, precision)
-        entry, results = _time_stream(streamed, batches, warm)
+        try:
+            entry, results = _time_stream(streamed, batches, warm)
+        except Exception as error:  # a variant this machine cannot run
+            if reference is None:
+                raise
+            timings[key] = {"error": f"{type(error).__name__}: {error}"}
+            continue
         if reference is None:
             reference = results
         else:
             entry["classes_agreement_vs_fp32"] = _agreement(
-                torch.cat([r.classes for r in results]), torch.cat([r.classes for r in reference])
+                torch.cat(results), torch.cat(reference)
             )
         timings[key] = entry
-    timings["selected_fraction"] = statistics.mean(
-        sum(r.num_selected) / r.classes.numel() for r in reference
-    )
+    timings["selected_fraction"] = statistics.mean(selected)
     return timings
+
+
+@torch.inference_mode()
+def _dense_gflops(model: SparseRefine, dense: Callable, images: torch.Tensor) -> float:
+    """Floating-point operations (multiply-adds count 2) of one dense pass at full resolution."""
+    full, _ = model.preprocess(images)
+    with FlopCounterMode(display=False) as counter:
+        dense(full)
+    return counter.get_total_flops() / 1e9
+
+
+def _profile(
+    name: str, pipeline: SparseRefinePipeline, scenes: list[torch.Tensor], args: argparse.Namespace
+) -> None:
+    """Append the busiest operators of a few sequential and streamed frames to ``--profile``."""
+    activities = [ProfilerActivity.CPU]
+    if pipeline.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    frames = [scenes[i % len(scenes)] for i in range(PROFILED_FRAMES)]
+    streamed = StreamedPipeline(pipeline, args.max_in_flight)
+    runs = {
+        "sequential": lambda: [pipeline(f) for f in frames],
+        "streamed fp32": lambda: list(streamed.run_stream(frames)),
+    }
+    args.profile.parent.mkdir(parents=True, exist_ok=True)
+    for run_name, run_frames in runs.items():
+        run_frames()  # warm-up
+        with profile(activities=activities) as prof:
+            run_frames()
+        averages = prof.key_averages()
+        with args.profile.open("a") as out:
+            for sort in ["self_cpu_time_total", "self_device_time_total"][: len(activities)]:
+                out.write(f"== {name}, {run_name}, {len(frames)} frames, by {sort}\n")
+                out.write(averages.table(sort_by=sort, row_limit=PROFILE_ROWS) + "\n")
 
 
 def _dense_only(
@@ -378,8 +488,13 @@ def _time_calls(fn: Callable, batches: list[torch.Tensor], warm: list[torch.Tens
 
 def _time_stream(
     streamed: StreamedPipeline, batches: list[torch.Tensor], warm: list[torch.Tensor]
-) -> tuple[dict, list]:
-    """Frames/s and median latency (handing the frame in to getting its result) of a stream."""
+) -> tuple[dict, list[torch.Tensor]]:
+    """Frames/s and median latency (handing the frame in to getting its result) of a stream,
+    and the class maps of an untimed second pass.
+
+    The timed pass drops each result once it has it, as the node does after publishing: results
+    held on to keep their pinned buffers, and each new frame would pin fresh host memory.
+    """
     list(streamed.run_stream(warm))
     pulled = []
 
@@ -388,12 +503,12 @@ def _time_stream(
             pulled.append(time.perf_counter())
             yield images
 
-    results, latencies = [], []
+    latencies = []
     started = time.perf_counter()
-    for index, result in enumerate(streamed.run_stream(stamped(batches))):
+    for index, _ in enumerate(streamed.run_stream(stamped(batches))):
         latencies.append(time.perf_counter() - pulled[index])
-        results.append(result)
-    return _rates(len(batches), time.perf_counter() - started, latencies), results
+    rates = _rates(len(batches), time.perf_counter() - started, latencies)
+    return rates, [result.classes.clone() for result in streamed.run_stream(batches)]
 
 
 def _rates(count: int, elapsed: float, latencies: list[float]) -> dict:
@@ -409,7 +524,7 @@ def _table(report: dict) -> str:
     variants = [f"streamed_{p}" for p in settings["precisions"]]
     variants += [COMPILED] if settings["compile"] else []
     head = [
-        "model", "full-res dense", "low-res dense", "SparseRefine sequential",
+        "model", "dense GFLOPs", "full-res dense", "low-res dense", "SparseRefine sequential",
         "SparseRefine streamed", *(f"{v.replace('_', ' ')} (agree)" for v in variants),
         "selected", "vs CPU (classes)", "streamed = sequential",
     ]  # fmt: skip
@@ -422,13 +537,15 @@ def _table(report: dict) -> str:
         "|" + "---|" * len(head),
     ]
     for entry in report["models"]:
-        if "skipped" in entry:
-            lines.append(f"| {entry['name']} | skipped: {entry['skipped']} |")
+        if "skipped" in entry or "error" in entry or "timings" not in entry:
+            why = entry.get("skipped") or _last_line(entry.get("error", "")) or "not finished"
+            lines.append(f"| {entry['name']} | {why} |")
             continue
         t, c = entry["timings"], entry["correctness"]
         name = entry["name"] + (" (random init)" if entry["source"] == "random-init" else "")
         cells = [
             name,
+            f"{t['dense_gflops_full_res']:.3g}",
             _cell(t["dense_full_res"]),
             _cell(t["dense_low_res"]),
             _cell(t["sequential"]),
@@ -442,7 +559,13 @@ def _table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1] if text.strip() else ""
+
+
 def _cell(entry: dict, agreement: bool = False) -> str:
+    if "error" in entry:
+        return f"failed: {entry['error'][:80]}"
     cell = f"{entry['frames_per_s']:.1f} / {entry['latency_ms']:.1f}"
     return f"{cell} ({entry['classes_agreement_vs_fp32']:.2%})" if agreement else cell
 
