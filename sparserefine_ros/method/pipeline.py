@@ -347,8 +347,8 @@ class SparseRefinePipeline:
     images of one call (e.g. several cameras) share a size and run as one batch.
 
     ``compile_mode`` other than ``"none"`` wraps the dense model in ``torch.compile``: on an H200
-    it raised the throughput of paper-sized models 1.3-1.5x (docs/gpu.md). The first frame of
-    each new size compiles (seconds to a minute); a CPU needs a C++ compiler for it.
+    it raised SegFormer throughput 1.2-1.5x, HRNet's by -8% to +43% (docs/gpu.md). The first
+    frame of each new size compiles (seconds to a minute); a CPU needs a C++ compiler for it.
     """
 
     def __init__(
