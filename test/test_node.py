@@ -2,6 +2,8 @@
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -38,15 +40,17 @@ def scene(height: int, width: int, seed: int) -> np.ndarray:
     return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
 
 
-def start(model_dir, **parameters) -> NodeProcess:
+@contextmanager
+def serving(model_dir, **parameters) -> Iterator[NodeProcess]:
+    """The node, started and serving, for the block; then stopped as Ctrl-C would, and checked
+    to have exited cleanly (unless the block failed: its error is the one to see)."""
     node = NodeProcess({"model": str(model_dir), **parameters})
-    node.wait_for_log("serving")
-    return node
-
-
-def stop(node: NodeProcess) -> None:
-    assert node.stop() == 0, node.log
-    assert node.process.poll() is not None
+    try:
+        node.wait_for_log("serving")
+        yield node
+    finally:
+        code = node.stop()
+    assert code == 0, node.log
 
 
 def wait_for_frame(client: RosClient, messages: list, stamp_ns: int, timeout: float = 30.0):
@@ -60,8 +64,7 @@ def wait_for_frame(client: RosClient, messages: list, stamp_ns: int, timeout: fl
 
 
 def test_single_camera_publishes_every_output_at_input_size(model_dir, client):
-    node = start(model_dir)
-    try:
+    with serving(model_dir) as node:
         received = {topic: client.subscribe(Image, topic) for topic in OUTPUTS}
         stats = client.subscribe(SegmentationStats, "segmentation_stats")
         info = client.subscribe(ClassInfo, "class_info", LATCHED)
@@ -111,14 +114,11 @@ def test_single_camera_publishes_every_output_at_input_size(model_dir, client):
         assert client.wait_for(lambda: bool(info))
         assert list(info[0].names) == CLASSES and list(info[0].ids) == list(range(5))
         assert len(info[0].colors) == 5
-    finally:
-        stop(node)
 
 
 def test_bad_frames_are_dropped_and_the_node_keeps_serving(model_dir, client):
     # Reliable on both sides: every bad frame reaches the node (best effort may lose the first).
-    node = start(model_dir, reliability="reliable")
-    try:
+    with serving(model_dir, reliability="reliable") as node:
         segmentation = client.subscribe(Image, "segmentation")
         publisher = client.publisher(Image, "image", RELIABLE)
         client.wait_for_subscribers(publisher)
@@ -151,13 +151,10 @@ def test_bad_frames_are_dropped_and_the_node_keeps_serving(model_dir, client):
         assert "dropped frame: unsupported encoding 'yuv422'" in node.log
         stamps = {m.header.stamp.nanosec for m in segmentation}
         assert stamps == {10, 15}, "a malformed frame produced output"
-    finally:
-        stop(node)
 
 
 def test_cameras_share_one_model_and_keep_their_own_topics(model_dir, client):
-    node = start(model_dir, cameras="[front, left]")
-    try:
+    with serving(model_dir, cameras="[front, left]") as node:
         outputs = {cam: client.subscribe(Image, f"{cam}/segmentation") for cam in ("front", "left")}
         publishers = {cam: client.publisher(Image, f"{cam}/image") for cam in ("front", "left")}
         for publisher in publishers.values():
@@ -173,8 +170,6 @@ def test_cameras_share_one_model_and_keep_their_own_topics(model_dir, client):
             assert messages[0].header.frame_id == cam
             assert (messages[0].height, messages[0].width) == sizes[cam]
         assert "serving front, left" in node.log
-    finally:
-        stop(node)
 
 
 def test_a_burst_is_served_newest_frame_first(model_dir, client):
@@ -182,8 +177,7 @@ def test_a_burst_is_served_newest_frame_first(model_dir, client):
 
     Reliable QoS on both sides, so DDS delivers every frame and only the node's policy drops.
     """
-    node = start(model_dir, reliability="reliable")
-    try:
+    with serving(model_dir, reliability="reliable"):
         segmentation = client.subscribe(Image, "segmentation")
         publisher = client.publisher(Image, "image", RELIABLE)
         client.wait_for_subscribers(publisher)
@@ -198,13 +192,10 @@ def test_a_burst_is_served_newest_frame_first(model_dir, client):
         served = [m.header.stamp.nanosec for m in segmentation]
         assert served == sorted(served), "outputs out of order"
         assert len(served) < sent / 2, f"{len(served)} of {sent} frames served: a backlog"
-    finally:
-        stop(node)
 
 
 def test_no_subscribers_no_inference(model_dir, client):
-    node = start(model_dir, diagnostics_period=0.5)
-    try:
+    with serving(model_dir, diagnostics_period=0.5) as node:
         diagnostics = client.subscribe(DiagnosticArray, "/diagnostics")
         publisher = client.publisher(Image, "image")
         client.wait_for_subscribers(publisher)
@@ -223,13 +214,10 @@ def test_no_subscribers_no_inference(model_dir, client):
             every=1.0,
         )
         assert skipped()["frames_processed"] == "0"
-    finally:
-        stop(node)
 
 
 def test_latency_follows_sim_time(model_dir, client):
-    node = start(model_dir, use_sim_time="true")
-    try:
+    with serving(model_dir, use_sim_time="true") as node:
         stats = client.subscribe(SegmentationStats, "segmentation_stats")
         clock = client.publisher(Clock, "/clock")
         publisher = client.publisher(Image, "image")
@@ -247,8 +235,6 @@ def test_latency_follows_sim_time(model_dir, client):
 
         client.resend_until(send, lambda: bool(timed()), node)
         assert timed()[0].latency_ms == pytest.approx(500.0, abs=1.0)
-    finally:
-        stop(node)
 
 
 def _time(ns: int):
