@@ -72,3 +72,33 @@ def test_unknown_model_is_reported_as_skipped(tmp_path):
     assert gpu_check.main(["--quick", "--json", str(out), "--models", "no-such-model"]) == 0
     (model,) = json.loads(out.read_text())["models"]
     assert model["name"] == "no-such-model" and "no such file" in model["skipped"]
+
+
+def test_paper_sized_names_build_random_init_models_of_that_layout():
+    calibration = gpu_check._scenes((64, 32), seed=0)
+    ((name, load),) = gpu_check._models(["hrnet-w48"], calibration, fraction=0.05)
+    entry, pipeline = load()
+    assert name == "hrnet-w48" and entry["source"] == "random-init"
+    assert pipeline.dense_model.config["widths"] == [48, 96, 192, 384]
+    assert pipeline.dense_model.config["blocks"] == 4
+
+
+def test_a_model_that_fails_is_recorded_and_the_run_goes_on(tmp_path):
+    """max_in_flight 0 is refused by the streamed executor in every model's check: each model
+    gets its traceback, the report is still written, and the exit code says it failed."""
+    out = tmp_path / "check.json"
+    argv = [
+        "--quick",
+        "--json",
+        str(out),
+        "--models",
+        "hrnet",
+        "hrnet-synth",
+        "--max-in-flight",
+        "0",
+    ]
+    assert gpu_check.main(argv) == 1
+    models = json.loads(out.read_text())["models"]
+    assert [m["name"] for m in models] == ["hrnet", "hrnet-synth"]
+    assert all("max_in_flight must be >= 1" in m["error"] for m in models)
+    assert "max_in_flight must be >= 1" in out.with_suffix(".md").read_text()
