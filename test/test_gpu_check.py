@@ -62,6 +62,7 @@ def test_quick_run_on_cpu_writes_json_and_table(tmp_path, capsys):
         timings["sequential"]["stage_ms"]
     )
     assert 0.0 <= timings["streamed_bf16"]["classes_agreement_vs_fp32"] <= 1.0
+    assert timings["streamed_fp32"]["warmup_s"] > 0
     table = out.with_suffix(".md").read_text()
     assert "| hrnet (random init) |" in table and table in capsys.readouterr().out + "\n"
     assert elapsed < 60, f"quick mode took {elapsed:.0f} s"
