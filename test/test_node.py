@@ -116,6 +116,27 @@ def test_single_camera_publishes_every_output_at_input_size(model_dir, client):
         assert len(info[0].colors) == 5
 
 
+def test_compile_mode_serves_the_eager_classes(model_dir, client):
+    """``compile_mode: default``: the node compiles the dense model at its first frame (inductor's
+    C++ on the CPU) and then serves the classes the eager pipeline gives."""
+    with serving(model_dir, compile_mode="default") as node:
+        segmentation = client.subscribe(Image, "segmentation")
+        publisher = client.publisher(Image, "image")
+        client.wait_for_subscribers(publisher)
+        rgb = scene(64, 96, seed=2)
+        stamp_ns = 1_700_000_000_000_000_002
+        client.resend_until(
+            lambda: publisher.publish(image_msg(rgb, "rgb8", stamp_ns)),
+            lambda: bool(segmentation),
+            node,
+            timeout=180.0,
+        )
+        msg = wait_for_frame(client, segmentation, stamp_ns)
+        classes = np.frombuffer(msg.data, np.uint8).reshape(64, 96)
+        expected = init_model(model_dir)(torch.from_numpy(rgb).permute(2, 0, 1)[None])
+        assert (classes == expected.classes[0].numpy()).mean() > 0.999
+
+
 def test_bad_frames_are_dropped_and_the_node_keeps_serving(model_dir, client):
     # Reliable on both sides: every bad frame reaches the node (best effort may lose the first).
     with serving(model_dir, reliability="reliable") as node:
