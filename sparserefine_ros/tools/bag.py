@@ -20,7 +20,7 @@ from sparserefine_ros.bags import (
 )
 from sparserefine_ros.method.errors import CheckpointError
 from sparserefine_ros.models import DEFAULT_MODEL, init_model
-from sparserefine_ros.tools.dataset import parse_size
+from sparserefine_ros.tools.arguments import parse_size
 
 
 def register(subparsers) -> None:

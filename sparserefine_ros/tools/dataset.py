@@ -23,17 +23,7 @@ from sparserefine_ros.evaluation.metrics import (
     resolution_roundtrip,
     scores_from_confusion,
 )
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'2048x1024' -> (2048, 1024); argparse turns the ValueError into a usage error."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 2048x1024, got {text!r}") from None
-    if w < 16 or h < 16:
-        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
-    return w, h
+from sparserefine_ros.tools.arguments import parse_size
 
 
 def _positive(text: str) -> int:

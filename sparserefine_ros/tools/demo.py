@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from sparserefine_ros.tools.dataset import parse_size
+    from sparserefine_ros.tools.arguments import parse_size
 
     size = parse_size(args.size)
     if args.frames < 1 or args.rate <= 0:

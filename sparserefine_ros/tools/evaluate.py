@@ -19,21 +19,7 @@ from sparserefine_ros.models.evaluation import (
     sweep_segmenter,
 )
 from sparserefine_ros.models.segmenter import init_model
-from sparserefine_ros.tools.dataset import parse_size
-
-
-def _size(text: str) -> tuple[int, int]:
-    """'2048x1024' (WIDTHxHEIGHT) -> (height, width), the order of tensor shapes."""
-    width, height = parse_size(text)
-    return height, width
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",")]
-
-
-def _fractions(text: str) -> list[float | None]:
-    return [None if v.lower() == "none" else float(v) for v in text.split(",")]
+from sparserefine_ros.tools.arguments import parse_floats, parse_fractions, parse_shape
 
 
 def register(subparsers) -> None:
@@ -41,7 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="shipped model name or checkpoint dir")
     parser.add_argument("--data", type=Path, required=True, help="Cityscapes-layout root")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--size", type=_size, default=(1024, 2048), help="WIDTHxHEIGHT")
+    parser.add_argument("--size", type=parse_shape, default=(1024, 2048), help="WIDTHxHEIGHT")
     parser.add_argument("--limit", type=int, help="evaluate the first N images only")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--scale", type=float, help="override the dense scale")
@@ -49,8 +35,10 @@ def register(subparsers) -> None:
     parser.add_argument("--max-fraction", type=float, help="override the calibrated budget")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sweep-taus", type=_floats, help="also sweep these taus, e.g. 0.1,0.3")
-    parser.add_argument("--sweep-fractions", type=_fractions, default=[None],
+    parser.add_argument(
+        "--sweep-taus", type=parse_floats, help="also sweep these taus, e.g. 0.1,0.3"
+    )
+    parser.add_argument("--sweep-fractions", type=parse_fractions, default=[None],
                         help="budgets for the sweep; 'none' = no budget")  # fmt: skip
     parser.add_argument("--plot", type=Path, help="PNG of the sweep's speed/accuracy curve")
     parser.set_defaults(func=run)

@@ -52,7 +52,7 @@ from sparserefine_ros.models import (
     dense_model_names,
     init_model,
 )
-from sparserefine_ros.tools.dataset import parse_size
+from sparserefine_ros.tools.arguments import parse_size
 
 FULL_SIZE = (2048, 1024)
 QUICK_SIZE = (128, 64)

@@ -18,13 +18,7 @@ from sparserefine_ros.models.training import (
     train_dense,
     train_refiner,
 )
-from sparserefine_ros.tools.dataset import parse_size
-
-
-def _size(text: str) -> tuple[int, int]:
-    """'1024x512' (WIDTHxHEIGHT) -> (height, width), the order of tensor shapes."""
-    width, height = parse_size(text)
-    return height, width
+from sparserefine_ros.tools.arguments import parse_floats, parse_fractions, parse_shape
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -36,20 +30,12 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",")]
-
-
-def _fractions(text: str) -> list[float | None]:
-    return [None if v.lower() == "none" else float(v) for v in text.split(",")]
-
-
 def _common(parser: argparse.ArgumentParser, iterations: int, lr: float, wd: float) -> None:
     parser.add_argument("--data", required=True, help="Cityscapes-layout root (train, val splits)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     parser.add_argument("--iterations", type=int, default=iterations)
     parser.add_argument("--batch-size", type=int, default=2, help="per process")
-    parser.add_argument("--crop", type=_size, default=(512, 1024), help="WIDTHxHEIGHT")
+    parser.add_argument("--crop", type=parse_shape, default=(512, 1024), help="WIDTHxHEIGHT")
     parser.add_argument("--scale-range", type=_pair, default=(0.5, 2.0), help="MIN,MAX")
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--weight-decay", type=float, default=wd)
@@ -94,9 +80,9 @@ def register(subparsers) -> None:
     refiner.add_argument("--use-coords", action="store_true")
     refiner.add_argument("--use-probs", action="store_true")
     refiner.add_argument(
-        "--calibrate-taus", type=_floats, default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+        "--calibrate-taus", type=parse_floats, default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
     )
-    refiner.add_argument("--calibrate-fractions", type=_fractions, default=[None, 0.1, 0.05],
+    refiner.add_argument("--calibrate-fractions", type=parse_fractions, default=[None, 0.1, 0.05],
                          help="max selected share per image; 'none' = no budget")  # fmt: skip
     refiner.add_argument("--tolerance", type=float, default=0.1, help="mIoU points below best")
     _common(refiner, iterations=1000, lr=3e-4, wd=0.05)
