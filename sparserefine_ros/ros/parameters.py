@@ -151,31 +151,24 @@ def _from_model(name: str, value: float, low_exclusive: float, high: float) -> f
     return value
 
 
+def _one_of(values: dict, name: str, choices) -> None:
+    if values[name] not in choices:
+        raise ParameterError(name, f"'{values[name]}' is not one of {list(choices)}")
+
+
 def _check(values: dict) -> NodeConfig:
     if not _DEVICE.match(values["device"]):
         raise ParameterError("device", f"'{values['device']}' is not cpu, cuda, cuda:N or auto")
-    if values["precision"] not in PRECISIONS:
-        raise ParameterError(
-            "precision", f"'{values['precision']}' is not one of {list(PRECISIONS)}"
-        )
-    if values["compile_mode"] not in COMPILE_MODES:
-        raise ParameterError(
-            "compile_mode", f"'{values['compile_mode']}' is not one of {list(COMPILE_MODES)}"
-        )
+    _one_of(values, "precision", PRECISIONS)
+    _one_of(values, "compile_mode", COMPILE_MODES)
     cameras = tuple(values["cameras"] or ())
     for camera in cameras:
         if not _CAMERA.match(camera):
             raise ParameterError("cameras", f"'{camera}' is not a valid relative topic namespace")
     if len(set(cameras)) != len(cameras):
         raise ParameterError("cameras", f"camera names repeat: {list(cameras)}")
-    if values["input_transport"] not in ("raw", "compressed"):
-        raise ParameterError(
-            "input_transport", f"'{values['input_transport']}' is not raw or compressed"
-        )
-    if values["reliability"] not in ("best_effort", "reliable"):
-        raise ParameterError(
-            "reliability", f"'{values['reliability']}' is not best_effort or reliable"
-        )
+    _one_of(values, "input_transport", ("raw", "compressed"))
+    _one_of(values, "reliability", ("best_effort", "reliable"))
     colors = tuple(values["class_colors"] or ())
     if len(colors) % 3 or any(not 0 <= c <= 255 for c in colors):
         raise ParameterError("class_colors", "needs r, g, b triplets of integers in 0..255")
