@@ -27,6 +27,7 @@ from sparserefine_ros.models import (
     register_dense_model,
     save_segmenter,
 )
+from sparserefine_ros.models.evaluation import dense_predict
 from sparserefine_ros.models.external import onnx_available
 from sparserefine_ros.models.segformer import SegFormer
 from sparserefine_ros.tools.cli import main
@@ -286,3 +287,14 @@ def test_shipped_checkpoints_load_and_run(name):
     result = inference_model(pipeline, _image(128, 256))
     assert result.classes.shape == (1, 128, 256)
     assert "## Training" in load_segmenter(name).card
+
+
+def test_dense_predict_low_resolution_is_the_pipelines_dense_prediction():
+    """Evaluation's dense_low mode and SparseRefine start from the same class map."""
+    segmenter = _segmenter("hrnet")
+    pipeline = SparseRefinePipeline(segmenter.dense_model, segmenter.refiner.eval())
+    images = torch.from_numpy(_image(61, 93)).permute(2, 0, 1)[None]  # odd sizes: uneven blocks
+    low = dense_predict(pipeline, images, full_resolution=False)
+    assert torch.equal(low, pipeline(images).dense_classes.long())
+    full = dense_predict(pipeline, images, full_resolution=True)
+    assert full.shape == low.shape == (1, 61, 93)

@@ -47,10 +47,12 @@ def evaluate_bag(
     frame fails."""
     if reader.image_count == 0:
         raise BagError(f"{reader.path}: topic {reader.image_topic} has no messages")
-    scale = pipeline.model.scale
-    modes = {"dense_low": lambda x: dense_predict(pipeline, x, scale), "sparserefine": pipeline}
+    modes = {
+        "dense_low": lambda x: dense_predict(pipeline, x, full_resolution=False),
+        "sparserefine": pipeline,
+    }
     if dense_full:
-        modes = {"dense_full": lambda x: dense_predict(pipeline, x, 1.0), **modes}
+        modes = {"dense_full": lambda x: dense_predict(pipeline, x, full_resolution=True), **modes}
     evaluation = Evaluation(
         pipeline.class_names,
         tuple(modes),
@@ -59,7 +61,7 @@ def evaluate_bag(
             "model": model,
             "image_topic": reader.image_topic,
             "label_topic": reader.label_topic,
-            "scale": scale,
+            "scale": pipeline.model.scale,
             "tau": pipeline.model.tau,
             "max_fraction": pipeline.model.max_fraction,
             "threads": torch.get_num_threads(),

@@ -105,6 +105,22 @@ def _nearest(low: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch
     return low.index_select(1, rows).index_select(2, cols)
 
 
+def nearest_indices(
+    full_size: Sequence[int], low_size: Sequence[int], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The low-resolution row of each full-resolution row and the same for columns:
+    nearest-neighbour upsampling, ``floor(i * h / H)``."""
+    (height, width), (low_h, low_w) = full_size, low_size
+    rows = torch.arange(int(height), device=device) * low_h // int(height)
+    cols = torch.arange(int(width), device=device) * low_w // int(width)
+    return rows, cols
+
+
+def upsample_nearest(low: torch.Tensor, full_size: Sequence[int]) -> torch.Tensor:
+    """A (B, h, w) map at (B, H, W), as the pipeline upsamples dense predictions."""
+    return _nearest(low, *nearest_indices(full_size, low.shape[-2:], low.device))
+
+
 def _blocks(index: torch.Tensor, low_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For a nearest-upsampling index map (full -> low, non-decreasing): where each low-res row
     (or column) starts at full resolution and how many full-res rows it covers."""
@@ -234,17 +250,21 @@ class SparseRefine(nn.Module):
     def dense_size(self, height: int, width: int) -> tuple[int, int]:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB (B, 3, H, W) -> normalized float32 images, on this module's device."""
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"expected uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        return (images.to(self.mean.device, torch.float32) / 255.0 - self.mean) / self.std
+
     def preprocess(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 RGB (B, 3, H, W) -> normalized float32 images at full and at dense resolution.
 
         Downscaling uses area averaging (block means for integer factors), which does not
         alias thin structures away before the dense model sees them.
         """
-        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(
-                f"expected uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
-            )
-        full = (images.to(self.mean.device, torch.float32) / 255.0 - self.mean) / self.std
+        full = self.normalize(images)
         size = self.dense_size(*full.shape[-2:])
         low = full if size == tuple(full.shape[-2:]) else F.interpolate(full, size, mode="area")
         return full, low
@@ -271,9 +291,7 @@ class SparseRefine(nn.Module):
         full-resolution pixels it covers; only the chosen blocks are expanded to full size."""
         height, width = int(full_size[0]), int(full_size[1])
         low_h, low_w = low_logits.shape[-2:]
-        device = low_logits.device
-        rows = torch.arange(height, device=device) * low_h // height
-        cols = torch.arange(width, device=device) * low_w // width
+        rows, cols = nearest_indices((height, width), (low_h, low_w), low_logits.device)
         row_blocks, col_blocks = _blocks(rows, low_h), _blocks(cols, low_w)
         low_entropy = entropy(low_logits)
         areas = row_blocks[1][:, None] * col_blocks[1]

@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
+from sparserefine_ros.method.pipeline import SparseRefinePipeline, upsample_nearest
 
 from .segmenter import SegmenterPipeline, with_overrides
 
@@ -30,20 +30,17 @@ MODES = ("dense_full", "dense_low", "sparserefine")
 
 
 @torch.inference_mode()
-def dense_predict(pipeline: SegmenterPipeline, images: torch.Tensor, scale: float) -> torch.Tensor:
-    """Class map (B, H, W) of the dense model alone run at ``scale`` times the input size."""
-    model = pipeline.model
-    x = (images.to(pipeline.device, torch.float32) / 255.0 - model.mean) / model.std
-    height, width = x.shape[-2:]
-    size = max(1, round(height * scale)), max(1, round(width * scale))
-    if size != (height, width):
-        x = F.interpolate(x, size, mode="area")
-    classes = model.run_dense(pipeline.dense_model, x).argmax(dim=1)
-    if size != (height, width):
-        rows = torch.arange(height, device=classes.device) * size[0] // height
-        cols = torch.arange(width, device=classes.device) * size[1] // width
-        classes = classes.index_select(1, rows).index_select(2, cols)
-    return classes.cpu()
+def dense_predict(
+    pipeline: SparseRefinePipeline, images: torch.Tensor, full_resolution: bool
+) -> torch.Tensor:
+    """Class map (B, H, W) on the CPU of the dense model alone on uint8 images (B, 3, H, W):
+    at full resolution (logits resized bilinearly), or at the pipeline's dense scale,
+    upsampled nearest as the pipeline does."""
+    model, images = pipeline.model, images.to(pipeline.device)
+    if full_resolution:
+        return model.run_dense(pipeline.dense_model, model.normalize(images)).argmax(dim=1).cpu()
+    classes = model.run_dense(pipeline.dense_model, model.preprocess(images)[1]).argmax(dim=1)
+    return upsample_nearest(classes, images.shape[-2:]).cpu()
 
 
 def _timed(fn, *args):
@@ -79,10 +76,9 @@ def evaluate_segmenter(
     latency: dict[str, list[float]] = {mode: [] for mode in MODES}
     stages: dict[str, list[float]] = {}
     selected = pixels = 0
-    scale = pipeline.model.scale
     modes = {
-        "dense_full": lambda x: dense_predict(pipeline, x, 1.0),
-        "dense_low": lambda x: dense_predict(pipeline, x, scale),
+        "dense_full": lambda x: dense_predict(pipeline, x, full_resolution=True),
+        "dense_low": lambda x: dense_predict(pipeline, x, full_resolution=False),
         "sparserefine": pipeline,
     }
     for index in tqdm(range(count), desc=f"evaluate {split}", dynamic_ncols=True):

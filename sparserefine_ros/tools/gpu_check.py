@@ -27,10 +27,10 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -52,6 +52,7 @@ from sparserefine_ros.models import (
     dense_model_names,
     init_model,
 )
+from sparserefine_ros.models.evaluation import dense_predict
 from sparserefine_ros.tools.arguments import parse_size
 
 FULL_SIZE = (2048, 1024)
@@ -387,10 +388,11 @@ def _timings(
         stages.append(result.timings_ms)
         selected.append(sum(result.num_selected) / result.classes.numel())
 
+    dense_alone = partial(dense_predict, pipeline)  # uint8 in, class map on the host out
     timings = {
         "dense_gflops_full_res": _dense_gflops(model, dense, scenes[0].to(device)),
-        "dense_full_res": _time_calls(_dense_only(model, dense, device, False), batches, warm),
-        "dense_low_res": _time_calls(_dense_only(model, dense, device, True), batches, warm),
+        "dense_full_res": _time_calls(partial(dense_alone, full_resolution=True), batches, warm),
+        "dense_low_res": _time_calls(partial(dense_alone, full_resolution=False), batches, warm),
         "sequential": _time_calls(sequential, batches, warm),
     }
     # Each stage synchronised (StageTimer): where a sequential frame's time goes.
@@ -454,23 +456,6 @@ def _profile(
             for sort in ["self_cpu_time_total", "self_device_time_total"][: len(activities)]:
                 out.write(f"== {name}, {run_name}, {len(frames)} frames, by {sort}\n")
                 out.write(averages.table(sort_by=sort, row_limit=PROFILE_ROWS) + "\n")
-
-
-def _dense_only(
-    model: SparseRefine, dense: Callable, device: torch.device, low_res: bool
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The dense model alone on a uint8 frame, class map on the host: at the refiner's scale
-    (nearest upsampling, as SparseRefine does) or at full resolution (bilinear logits)."""
-
-    @torch.inference_mode()
-    def segment(images: torch.Tensor) -> torch.Tensor:
-        full, low = model.preprocess(images.to(device))
-        if not low_res:
-            return model.run_dense(dense, full).argmax(1).cpu()
-        classes = model.run_dense(dense, low).argmax(1, keepdim=True).float()
-        return F.interpolate(classes, full.shape[-2:], mode="nearest")[:, 0].long().cpu()
-
-    return segment
 
 
 def _time_calls(fn: Callable, batches: list[torch.Tensor], warm: list[torch.Tensor]) -> dict:
