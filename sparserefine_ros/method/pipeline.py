@@ -101,6 +101,12 @@ class Selection:
         )
 
 
+def normalize_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (B, 3, H, W) -> float32 ``(x / 255 - mean) / std`` on ``mean``'s device: the
+    one normalisation of training and inference."""
+    return (images.to(mean.device, torch.float32) / 255.0 - mean) / std
+
+
 def _nearest(low: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     return low.index_select(1, rows).index_select(2, cols)
 
@@ -256,7 +262,7 @@ class SparseRefine(nn.Module):
             raise ValueError(
                 f"expected uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
             )
-        return (images.to(self.mean.device, torch.float32) / 255.0 - self.mean) / self.std
+        return normalize_images(images, self.mean, self.std)
 
     def preprocess(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 RGB (B, 3, H, W) -> normalized float32 images at full and at dense resolution.

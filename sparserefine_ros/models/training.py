@@ -38,7 +38,13 @@ from sparserefine_ros.data.cityscapes import (
 )
 from sparserefine_ros.data.transforms import TrainTransform
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
-from sparserefine_ros.method.pipeline import IMAGENET_MEAN, IMAGENET_STD, SparseRefine, class_maps
+from sparserefine_ros.method.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SparseRefine,
+    class_maps,
+    normalize_images,
+)
 from sparserefine_ros.method.training import cosine_schedule, make_optimizer, train_step
 
 from .registry import build_dense_model, dense_model_family
@@ -218,7 +224,7 @@ def dense_logits_full(
     model: Callable, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
 ) -> torch.Tensor:
     """Logits (B, C, H, W) at the input resolution (bilinear from the model's output)."""
-    x = (images.float() / 255.0 - mean) / std
+    x = normalize_images(images, mean, std)
     logits = model(x)
     return F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=False)
 
