@@ -372,7 +372,7 @@ class SparseRefinePipeline:
 
     ``compile_mode`` other than ``"none"`` wraps the dense model in ``torch.compile``: on an H200
     it raised SegFormer throughput 1.2-1.5x, HRNet's by -8% to +43% (docs/gpu.md). The first
-    frame of each new size compiles (seconds to a minute); a CPU needs a C++ compiler for it.
+    frame of each new size compiles (gpu-check's ``warmup_s``); a CPU needs a C++ compiler.
     """
 
     def __init__(

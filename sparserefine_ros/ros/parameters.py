@@ -69,8 +69,8 @@ _PARAMETERS = {
     "compile_mode": (
         "none",
         "torch.compile of the dense model: none, default, reduce-overhead or "
-        "max-autotune-no-cudagraphs (paper-sized models on GPUs; the first frame of each size "
-        "compiles, seconds to a minute; docs/gpu.md).",
+        "max-autotune-no-cudagraphs (paper-sized models on GPUs; it compiles at the first frame "
+        "of each size; docs/gpu.md).",
         {},
     ),
     "cameras": (
