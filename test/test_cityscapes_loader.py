@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparserefine_ros.data.cache import DecodedSplit, TrainingSet
 from sparserefine_ros.data.cityscapes import (
     CLASS_COLORS,
     ID_TO_TRAIN_ID,
@@ -14,7 +15,7 @@ from sparserefine_ros.data.cityscapes import (
     colorize,
     find_samples,
 )
-from sparserefine_ros.data.transforms import TrainTransform, photometric_jitter
+from sparserefine_ros.data.transforms import TrainTransform, photometric_jitter, scaled_crop
 from sparserefine_ros.evaluation.metrics import boundary_mask
 
 
@@ -105,7 +106,7 @@ def test_missing_split_and_missing_labels(tmp_path, tree):
 def test_transforms_keep_image_and_label_aligned(tree):
     root, _, _ = tree
     transform = TrainTransform(crop_size=(48, 40), jitter=False)
-    ds = CityscapesDataset(root, "train", transform=transform, seed=3)
+    ds = TrainingSet(DecodedSplit(root, "train"), transform, seed=3)
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[:19] = CLASS_COLORS
     seen_pad = False
@@ -114,7 +115,7 @@ def test_transforms_keep_image_and_label_aligned(tree):
         img, label = ds[0]
         assert img.shape == (3, 48, 40) and label.shape == (48, 40)
         img, label = img.permute(1, 2, 0).numpy(), label.numpy().astype(np.uint8)
-        # away from label edges (bilinear image vs nearest label) the picture is the labels' colour
+        # away from label edges (resampled image vs nearest label) the picture is the labels'
         inner = ~boundary_mask(label, 1) & (label != 255)
         assert inner.sum() > 20
         np.testing.assert_array_equal(img[inner], palette[label[inner]])
@@ -125,6 +126,68 @@ def test_transforms_keep_image_and_label_aligned(tree):
     assert torch.equal(a1, a2) and torch.equal(b1, b2)  # same seed, epoch, index
     ds.set_epoch(100)
     assert not torch.equal(ds[0][1], b1)
+
+
+def test_scaled_crop_equals_rescaling_the_whole_image_then_cropping():
+    labels = _blocky_labels(64, 128)
+    for scale in (0.5, 1.0, 2.0):
+        rng = np.random.default_rng(7)
+        _, crop = scaled_crop(colorize(labels), labels, rng, (32, 32), (scale, scale))
+        big = np.kron(labels, np.ones((2, 2), np.uint8)) if scale == 2.0 else labels[::2, ::2]
+        big = labels if scale == 1.0 else big
+        # the crop is a window of the rescaled labels: find it among all positions
+        windows = np.lib.stride_tricks.sliding_window_view(big, (32, 32))
+        assert (windows == crop).all(axis=(2, 3)).any(), scale
+
+
+def test_scaled_crop_contains_its_anchor_and_pads_small_images():
+    labels = np.zeros((100, 200), np.uint8)
+    labels[70, 150] = 5  # one pixel of class 5
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        _, crop = scaled_crop(colorize(labels), labels, rng, (16, 16), (1.0, 1.0), (70, 150))
+        assert (crop == 5).sum() == 1
+    _, crop = scaled_crop(colorize(labels), labels, np.random.default_rng(0), (64, 128),
+                          (0.25, 0.25))  # fmt: skip
+    assert crop.shape == (64, 128)
+    assert (crop[:25, :50] != 255).all()
+    assert (crop[25:] == 255).all() and (crop[:, 50:] == 255).all()
+
+
+def test_decoded_split_matches_the_files_and_rebuilds_when_they_change(tree):
+    root, train_ids, image = tree
+    split = DecodedSplit(root, "train")
+    assert len(split) == 2
+    for index in range(2):
+        np.testing.assert_array_equal(split.image(index), image)
+        np.testing.assert_array_equal(split.label(index), train_ids)
+        points = split.points(index)
+        assert set(points[:, 0]) == set(np.unique(train_ids)) - {255}
+        assert (train_ids[points[:, 1], points[:, 2]] == points[:, 0]).all()
+    label_path = find_samples(root, "train")[0].label
+    changed = train_ids.copy()
+    changed[:16, :16] = 3
+    cv2.imwrite(str(label_path), changed)
+    np.testing.assert_array_equal(DecodedSplit(root, "train").label(0), changed)
+
+
+def test_class_aware_items_are_crops_of_the_drawn_class(tree):
+    root, train_ids, _ = tree
+    split = DecodedSplit(root, "train")
+    ds = TrainingSet(split, TrainTransform((8, 8), (1.0, 1.0), jitter=False), class_aware=1.0)
+    drawn = set()
+    for index in range(100):
+        rng = np.random.default_rng(index)
+        image_index, (y, x) = ds.pick(0, rng)
+        drawn.add(int(train_ids[y, x]))
+        assert image_index in (0, 1)
+    # every class of the split is drawn, whatever its share of the pixels
+    assert drawn == set(np.unique(train_ids)) - {255}
+    assert ds.pick(0, np.random.default_rng(0))[1] is not None
+    uniform = TrainingSet(split, TrainTransform((8, 8)), class_aware=0.0)
+    assert uniform.pick(1, np.random.default_rng(0)) == (1, None)
+    with pytest.raises(ValueError, match="class_aware"):
+        TrainingSet(split, TrainTransform((8, 8)), class_aware=1.5)
 
 
 def test_photometric_jitter_changes_colours_only():

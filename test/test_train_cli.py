@@ -30,7 +30,8 @@ def data(tmp_path_factory):
 def _train_dense(data, out, *extra) -> int:
     return main(["train", "dense", "--arch", "hrnet", "--model-config", DENSE_CONFIG, "--data",
                  str(data), "--out", str(out), "--iterations", "4", "--save-every", "2",
-                 "--val-every", "2", *TRAIN, *extra])  # fmt: skip
+                 "--val-every", "2", "--class-aware", "0.5", "--loss", "ohem", *TRAIN,
+                 *extra])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,9 @@ def test_train_dense_writes_checkpoint_log_and_card(dense):
     assert [r["iteration"] for r in log] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 for r in log)
     assert [r["iteration"] for r in log if "val_miou" in r] == [2, 4]
+    assert all("val_miou_half" in r for r in log if "val_miou" in r)
+    assert all(r["crops_per_s"] > 0 for r in log)
+    assert '"loss": "ohem"' in segmenter.card and '"class_aware": 0.5' in segmenter.card
     assert "iterations: `4`" in segmenter.card and "wall_time_s" in segmenter.card
 
 
@@ -69,7 +73,7 @@ def test_train_dense_resumes_exactly(data, dense, tmp_path):
 def test_train_dense_fine_tunes_a_checkpoint(data, dense, tmp_path):
     out = tmp_path / "tuned"
     args = ["train", "dense", "--init", str(dense), "--data", str(data), "--out", str(out),
-            "--iterations", "2", "--val-every", "2", *TRAIN]  # fmt: skip
+            "--iterations", "2", "--val-every", "2", "--precision", "bf16", *TRAIN]  # fmt: skip
     assert main(args) == 0
     tuned, start = load_segmenter(out), load_segmenter(dense)
     assert tuned.dense_model.config == start.dense_model.config

@@ -146,37 +146,21 @@ def read_label(sample: Sample) -> np.ndarray:
 
 
 class CityscapesDataset(Dataset):
-    """Images and train-id labels of one split of a Cityscapes-layout tree.
+    """Images and train-id labels of one split of a Cityscapes-layout tree, read from disk.
 
     Returns ``(image, label)``: image is a (3, H, W) RGB tensor, uint8 or float32 in [0, 1]
-    (``float_image``); label is (H, W) int64 with 255 for ignore. ``transform`` (e.g.
-    :class:`~sparserefine_ros.data.transforms.TrainTransform`) is called as
-    ``transform(image, label, rng)`` on numpy arrays; its generator is seeded from
-    ``(seed, epoch, index)``, so augmentation is reproducible, differs per epoch
-    (:meth:`set_epoch`), and does not depend on which DataLoader worker draws the item.
+    (``float_image``); label is (H, W) int64 with 255 for ignore. Evaluation reads through this;
+    training crops come from :class:`~sparserefine_ros.data.cache.TrainingSet`.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str,
-        transform=None,
-        float_image: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path, split: str, float_image: bool = False) -> None:
         self.samples = find_samples(root, split)
         missing = [s.name for s in self.samples if s.label is None]
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} images without gtFine labels, e.g. {missing[0]}"
             )
-        self.transform = transform
         self.float_image = float_image
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -187,9 +171,6 @@ class CityscapesDataset(Dataset):
         label = read_label(sample)
         if image.shape[:2] != label.shape:
             raise ValueError(f"{sample.name}: image {image.shape[:2]} vs label {label.shape}")
-        if self.transform is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, label = self.transform(image, label, rng)
         image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if self.float_image:
             image_t = image_t.float().div_(255.0)

@@ -1,8 +1,9 @@
 """Training augmentation of the method (the mmseg Cityscapes recipe SparseRefine trains with).
 
-Random rescale by 0.5-2.0, random crop (label padded with ignore), horizontal flip and
-photometric jitter. Every function takes an explicit ``numpy.random.Generator`` so a sample's
-augmentation is reproducible from its seed; images are RGB uint8 (H, W, 3), labels uint8 (H, W).
+Random rescale by 0.5-2.0 and crop (label padded with ignore; optionally containing a given
+pixel, for rare-class crops), horizontal flip and photometric jitter. Every function takes an
+explicit ``numpy.random.Generator`` so a sample's augmentation is reproducible from its seed;
+images are RGB uint8 (H, W, 3), labels uint8 (H, W).
 """
 
 from __future__ import annotations
@@ -13,40 +14,64 @@ import numpy as np
 from sparserefine_ros.data.cityscapes import IGNORE_INDEX
 
 
-def random_scale(
-    image: np.ndarray,
-    label: np.ndarray,
-    rng: np.random.Generator,
-    scale_range: tuple[float, float] = (0.5, 2.0),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resize both by one factor drawn uniformly from ``scale_range`` (labels: nearest)."""
-    scale = rng.uniform(*scale_range)
-    h, w = label.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
-    return image, label
+def _resize(array: np.ndarray, size: tuple[int, int], label: bool) -> np.ndarray:
+    """Resize to ``size`` = (height, width): labels nearest; images by area averaging when they
+    shrink (as the pipeline downscales for the dense model) and bilinear when they grow."""
+    h, w = size
+    if label:
+        interpolation = cv2.INTER_NEAREST
+    elif h * w < array.shape[0] * array.shape[1]:
+        interpolation = cv2.INTER_AREA
+    else:
+        interpolation = cv2.INTER_LINEAR
+    return cv2.resize(array, (w, h), interpolation=interpolation)
 
 
-def random_crop(
+def _window_origin(extent: int, window: int, rng: np.random.Generator, anchor: int | None) -> int:
+    """Start of a ``window`` along an axis of ``extent`` pixels: uniform over the positions that
+    stay inside (0 if the window is larger), or, with an ``anchor`` pixel, uniform over those
+    positions that contain it."""
+    high = max(extent - window, 0)
+    if anchor is None:
+        return int(rng.integers(0, high + 1))
+    low, top = max(anchor - window + 1, 0), min(anchor, high)
+    return int(rng.integers(low, top + 1)) if low <= top else min(max(anchor, 0), high)
+
+
+def scaled_crop(
     image: np.ndarray,
     label: np.ndarray,
     rng: np.random.Generator,
     size: tuple[int, int],
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    anchor: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Crop ``size`` = (height, width) at a random place; pad first if smaller (label with 255)."""
+    """A crop of ``size`` = (height, width) of the image rescaled by a factor drawn uniformly
+    from ``scale_range``; where the rescaled image is smaller, the bottom and right are padded
+    (image 0, label 255). The window is cut first and only it is resized, which gives the crops
+    of rescale-then-crop at the cost of the crop. ``anchor`` (y, x) is a pixel the crop must
+    contain (class-aware sampling)."""
+    scale = rng.uniform(*scale_range)
     ch, cw = size
     h, w = label.shape
-    pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
+    wh, ww = max(1, round(ch / scale)), max(1, round(cw / scale))
+    ay, ax = anchor if anchor is not None else (None, None)
+    y, x = _window_origin(h, wh, rng, ay), _window_origin(w, ww, rng, ax)
+    image_win, label_win = image[y : y + wh, x : x + ww], label[y : y + wh, x : x + ww]
+    win_h, win_w = label_win.shape
+    # A window cut short by the image edge keeps its scale; the rest of the crop is padding.
+    out_h = ch if win_h == wh else min(ch, max(1, round(win_h * scale)))
+    out_w = cw if win_w == ww else min(cw, max(1, round(win_w * scale)))
+    if (out_h, out_w) != (win_h, win_w):
+        image_win = _resize(image_win, (out_h, out_w), label=False)
+        label_win = _resize(label_win, (out_h, out_w), label=True)
+    pad_h, pad_w = ch - out_h, cw - out_w
     if pad_h or pad_w:
-        image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
-        label = cv2.copyMakeBorder(
-            label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX
+        image_win = cv2.copyMakeBorder(image_win, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=0)
+        label_win = cv2.copyMakeBorder(
+            label_win, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX
         )
-        h, w = label.shape
-    y = int(rng.integers(0, h - ch + 1))
-    x = int(rng.integers(0, w - cw + 1))
-    return image[y : y + ch, x : x + cw], label[y : y + ch, x : x + cw]
+    return image_win, label_win
 
 
 def random_flip(
@@ -90,7 +115,9 @@ def photometric_jitter(
 
 
 class TrainTransform:
-    """Scale, crop, flip, jitter in the method's order; call as ``transform(image, label, rng)``."""
+    """Scale and crop, flip, jitter in the method's order; call as
+    ``transform(image, label, rng, anchor)``, ``anchor`` (y, x) a pixel the crop must contain
+    (class-aware sampling, :class:`~sparserefine_ros.data.cache.TrainingSet`) or None."""
 
     def __init__(
         self,
@@ -105,10 +132,13 @@ class TrainTransform:
         self.jitter = jitter
 
     def __call__(
-        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator
+        self,
+        image: np.ndarray,
+        label: np.ndarray,
+        rng: np.random.Generator,
+        anchor: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        image, label = random_scale(image, label, rng, self.scale_range)
-        image, label = random_crop(image, label, rng, self.crop_size)
+        image, label = scaled_crop(image, label, rng, self.crop_size, self.scale_range, anchor)
         image, label = random_flip(image, label, rng, self.flip_prob)
         if self.jitter:
             image = photometric_jitter(image, rng)

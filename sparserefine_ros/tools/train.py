@@ -12,7 +12,9 @@ import sys
 import torch
 
 from sparserefine_ros.method.errors import CheckpointError
+from sparserefine_ros.models.losses import DENSE_LOSSES
 from sparserefine_ros.models.training import (
+    PRECISIONS,
     RefinerSettings,
     TrainConfig,
     train_dense,
@@ -50,6 +52,10 @@ def _common(parser: argparse.ArgumentParser, iterations: int, lr: float, wd: flo
     parser.add_argument("--resume", action="store_true", help="continue from --out's state")
     parser.add_argument("--stop-at", type=int, help="stop after this iteration, resumable")
     parser.add_argument("--card-note", default="", help="text for the model card (e.g. data)")
+    parser.add_argument(
+        "--class-aware", type=float, default=0.0,
+        help="share of crops centred on a class drawn uniformly from the split's classes",
+    )  # fmt: skip
 
 
 def register(subparsers) -> None:
@@ -67,6 +73,10 @@ def register(subparsers) -> None:
         "--model-config", type=json.loads, default={},
         help='JSON of arch kwargs; with --init, modules to add (e.g. {"context_bins": [1, 2]})',
     )  # fmt: skip
+    dense.add_argument("--loss", choices=DENSE_LOSSES, default="ce",
+                       help="ce: cross-entropy; ohem: over the hard pixels only")  # fmt: skip
+    dense.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="bf16: autocast the forward pass (fast on CPUs with AMX)")  # fmt: skip
     _common(dense, iterations=2000, lr=2e-3, wd=0.01)
     dense.set_defaults(func=_dense)
 
@@ -97,7 +107,8 @@ def _config(args) -> TrainConfig:
         crop=args.crop, scale_range=args.scale_range, lr=args.lr, weight_decay=args.weight_decay,
         warmup=args.warmup, seed=args.seed, val_every=args.val_every, val_images=args.val_images,
         save_every=args.save_every, workers=args.workers, device=args.device, resume=args.resume,
-        stop_at=args.stop_at,
+        stop_at=args.stop_at, class_aware=args.class_aware,
+        **({"loss": args.loss, "precision": args.precision} if "loss" in args else {}),
     )  # fmt: skip
 
 
