@@ -82,6 +82,7 @@ def test_eval_bag_numbers_equal_evaluate_on_the_same_frames(bags, model_dir, tmp
         assert summary["per_class_iou"][mode] == pytest.approx(expected["per_class_iou"][mode])
         assert summary["latency_ms"][mode] > 0
     assert summary["selected_fraction"] == pytest.approx(expected["selected_fraction"])
+    assert summary["selection"] == pytest.approx(expected["selection"])
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
     assert latency["p50"] == pytest.approx(latency["sparserefine"])
@@ -96,6 +97,7 @@ def test_eval_bag_numbers_equal_evaluate_on_the_same_frames(bags, model_dir, tmp
     assert len(overlays) == 3
     assert cv2.imread(str(overlays[0])).shape == (SIZE[1], SIZE[0], 3)
     assert f"{summary['miou']['sparserefine']:.2f}" in text
+    assert f"oracle mIoU {summary['selection']['oracle_miou']:.2f}" in text
 
 
 def test_output_bag_carries_the_node_topics_and_custom_stats(bags, model_dir, tmp_path):

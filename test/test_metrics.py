@@ -14,6 +14,7 @@ from sparserefine_ros.evaluation.metrics import (
     resolution_roundtrip,
     scores_from_confusion,
 )
+from sparserefine_ros.evaluation.selection import SelectionDiagnostic
 
 GT = np.array([[0, 0, 1], [1, 2, 255]])
 PRED = np.array([[0, 1, 1], [1, 2, 0]])
@@ -107,3 +108,32 @@ def test_shape_mismatch_raises():
 def test_resolution_roundtrip_by_hand():
     gt = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
     np.testing.assert_array_equal(resolution_roundtrip(gt, 2), [[0, 0, 2], [0, 0, 2], [6, 6, 8]])
+
+
+def test_selection_diagnostic_by_hand():
+    gt = np.array([[0, 0, 1, 1], [0, 0, 1, 255]])
+    dense = np.array([[0, 1, 0, 1], [0, 0, 0, 0]])  # wrong at (0,1), (0,2), (1,2)
+    mask = np.array([[0, 1, 1, 0], [0, 0, 0, 1]], dtype=bool)  # two errors + an ignored pixel
+    refined = np.array([[0, 0, 0, 1], [0, 0, 0, 0]])  # fixes (0,1) only
+    diagnostic = SelectionDiagnostic(2)
+    diagnostic.update(dense, refined, mask, gt)
+    out = diagnostic.compute()
+    # oracle: wrong only at (1,2): class 0 IoU 4/5, class 1 IoU 2/3
+    assert out["oracle_miou"] == pytest.approx(100 * (4 / 5 + 2 / 3) / 2)
+    # dense: class 0 TP 3, FP 2, FN 1 -> 3/6; class 1 TP 1, FP 1, FN 2 -> 1/4
+    assert out["dense_miou"] == pytest.approx(100 * (3 / 6 + 1 / 4) / 2)
+    # refined: class 0 TP 4 FP 2 FN 0 -> 4/6; class 1 TP 1 FP 0 FN 2 -> 1/3
+    assert out["refined_miou"] == pytest.approx(100 * (4 / 6 + 1 / 3) / 2)
+    reachable = out["oracle_miou"] - out["dense_miou"]
+    assert out["efficiency"] == pytest.approx((out["refined_miou"] - out["dense_miou"]) / reachable)
+    assert out["error_share"] == pytest.approx(2 / 3)
+    assert out["accuracy_before"] == 0.0 and out["accuracy_after"] == 50.0
+
+
+def test_selection_diagnostic_without_selection_or_errors_has_no_ratios():
+    gt = np.zeros((2, 2), dtype=np.int64)
+    diagnostic = SelectionDiagnostic(2)
+    diagnostic.update(gt, gt, np.zeros((2, 2), bool), gt)
+    out = diagnostic.compute()
+    assert out["efficiency"] is None and out["error_share"] is None
+    assert out["accuracy_before"] is None and out["oracle_miou"] == out["dense_miou"] == 100.0

@@ -142,4 +142,10 @@ def test_train_refiner_resume_calibrate_and_evaluate(data, dense, tmp_path):
     assert set(stages) == {"preprocess", "dense", "select", "refine", "fuse", "total"}
     assert stages["select"] + stages["refine"] + stages["fuse"] <= stages["total"]
     assert result["images"] == 2 and len(result["sweep"]) == 2
+    selection = result["selection"]  # counted from the pipeline's own dense and refined maps
+    assert selection["dense_miou"] == pytest.approx(result["miou"]["dense_low"])
+    assert selection["refined_miou"] == pytest.approx(result["miou"]["sparserefine"])
+    assert selection["oracle_miou"] >= selection["dense_miou"]
+    for row in result["sweep"]:
+        assert row["selection"]["refined_miou"] == pytest.approx(row["miou"])
     assert (tmp_path / "curve.png").stat().st_size > 1000

@@ -90,8 +90,9 @@ def evaluate_bag(
                 predictions = {m: o.numpy()[0] for m, o in outputs.items() if m != "sparserefine"}
                 predictions["sparserefine"] = result.classes[0].numpy()
                 evaluation.add(
-                    frame.stamp_ns, predictions, latency, int(result.num_selected[0]), frame.label
-                )
+                    frame.stamp_ns, predictions, latency, int(result.num_selected[0]), frame.label,
+                    result.refine_mask[0].numpy(),
+                )  # fmt: skip
                 color = _write_outputs(out, namespace, frame, result, latency["sparserefine"],
                                        pipeline)  # fmt: skip
                 if index in pictured:

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from sparserefine_ros.evaluation.metrics import SegmentationMetric, mean_iou
+from sparserefine_ros.evaluation.selection import SelectionDiagnostic, selection_sentence
 from sparserefine_ros.models.evaluation import MODES
 
 PICTURES = 3  # overlay frames in a report
@@ -42,6 +43,8 @@ class Evaluation:
         self.modes = tuple(m for m in MODES if m in modes)
         self.info = dict(info)
         self.metrics = {m: SegmentationMetric(len(self.class_names)) for m in self.modes}
+        self.diagnostic = SelectionDiagnostic(len(self.class_names))
+        self.diagnosed = 0
         self.latency: dict[str, list[float]] = {m: [] for m in self.modes}
         self.timeline: list[tuple[int, dict[str, float]]] = []  # (stamp, per-frame mIoU)
         self.pictures: list[tuple[int, np.ndarray]] = []  # (stamp, RGB overlay)
@@ -56,8 +59,10 @@ class Evaluation:
         latency_ms: dict[str, float],
         selected: int,
         label: np.ndarray | None,
+        refine_mask: np.ndarray | None = None,
     ) -> None:
-        """One frame: (H, W) class maps and latencies of every mode, refined pixel count."""
+        """One frame: (H, W) class maps and latencies of every mode, refined pixel count; with
+        the refine mask and a dense_low prediction, the selection diagnostic too."""
         classes = predictions["sparserefine"]
         if self.first_stamp is None:
             self.first_stamp, self.size = stamp, (classes.shape[1], classes.shape[0])
@@ -71,6 +76,11 @@ class Evaluation:
         self.labelled += 1
         for mode in self.modes:
             self.metrics[mode].update(predictions[mode], label[None])
+        if refine_mask is not None and "dense_low" in predictions:
+            self.diagnostic.update(
+                predictions["dense_low"], predictions["sparserefine"], refine_mask, label
+            )
+            self.diagnosed += 1
         num_classes = len(self.class_names)
         self.timeline.append(
             (stamp, {m: 100.0 * mean_iou(predictions[m], label, num_classes) for m in self.modes})
@@ -106,6 +116,7 @@ class Evaluation:
             "labelled_frames": self.labelled,
             "size": list(self.size),
             "per_frame_miou": [{"stamp_ns": stamp, **miou} for stamp, miou in self.timeline],
+            "selection": self.diagnostic.compute() if self.diagnosed else None,
         }
 
     def write(self, folder: Path, summary: dict) -> None:
@@ -201,6 +212,8 @@ def _markdown(summary, class_names, modes, figures, pictures, first_stamp) -> st
         f"{100 * summary['selected_fraction']:.2f} % of all pixels.",
         "",
     ]
+    if summary.get("selection"):
+        lines += [selection_sentence(summary["selection"]), ""]
     lines += [f"![{title}](plots/{name}.png)\n" for name, title, _ in figures]
     if summary["per_class_iou"]:
         lines += ["## Per-class IoU (%)", "", "| class | " + " | ".join(_LABELS[m] for m in modes)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
+from sparserefine_ros.evaluation.selection import SelectionDiagnostic
 from sparserefine_ros.method.pipeline import SparseRefinePipeline, upsample_nearest
 
 from .segmenter import SegmenterPipeline, with_overrides
@@ -66,13 +67,15 @@ def evaluate_segmenter(
     limit: int | None = None,
 ) -> dict:
     """mIoU, boundary mIoU, per-class IoU (percent) and median latency (ms) of the three modes,
-    plus the share of pixels SparseRefine refined, on ``split`` at ``size`` (height, width)."""
+    the share of pixels SparseRefine refined and its selection diagnostic, on ``split`` at
+    ``size`` (height, width)."""
     dataset = CityscapesDataset(data, split)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count == 0:
         raise FileNotFoundError(f"no labelled images in {data}/leftImg8bit/{split}")
     num_classes = len(pipeline.class_names)
     metrics = {mode: SegmentationMetric(num_classes) for mode in MODES}
+    diagnostic = SelectionDiagnostic(num_classes)
     latency: dict[str, list[float]] = {mode: [] for mode in MODES}
     stages: dict[str, list[float]] = {}
     selected = pixels = 0
@@ -94,10 +97,12 @@ def evaluate_segmenter(
                 selected += sum(out.num_selected)
                 for stage, stage_ms in out.timings_ms.items():
                     stages.setdefault(stage, []).append(stage_ms)
+                diagnostic.update(out.dense_classes, out.classes, out.refine_mask, label[None])
                 out = out.classes
             metrics[mode].update(out, label[None])
         pixels += label.numel()
-    return _summary(pipeline, metrics, latency, stages, selected / pixels, count, size)
+    summary = _summary(pipeline, metrics, latency, stages, selected / pixels, count, size)
+    return {**summary, "selection": diagnostic.compute()}
 
 
 def _summary(pipeline, metrics, latency, stages, fraction, count, size) -> dict:
@@ -137,7 +142,8 @@ def sweep_segmenter(
     size: tuple[int, int] = (1024, 2048),
     limit: int | None = None,
 ) -> list[dict]:
-    """SparseRefine's mIoU, median latency and refined share for each (tau, budget) setting."""
+    """SparseRefine's mIoU, median latency, refined share and selection diagnostic for each
+    (tau, budget) setting."""
     dataset = CityscapesDataset(data, split)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     settings = [(float(t), f) for t in taus for f in fractions]
@@ -152,6 +158,7 @@ def sweep_segmenter(
         for s in settings
     }
     metrics = {s: SegmentationMetric(len(pipeline.class_names)) for s in settings}
+    diagnostics = {s: SelectionDiagnostic(len(pipeline.class_names)) for s in settings}
     latency: dict = {s: [] for s in settings}
     selected = dict.fromkeys(settings, 0)
     pixels = 0
@@ -164,6 +171,7 @@ def sweep_segmenter(
             latency[s].append(ms)
             selected[s] += sum(out.num_selected)
             metrics[s].update(out.classes, label[None])
+            diagnostics[s].update(out.dense_classes, out.classes, out.refine_mask, label[None])
         pixels += label.numel()
     return [
         {
@@ -172,6 +180,7 @@ def sweep_segmenter(
             "miou": 100.0 * metrics[t, f].compute()["all"].miou,
             "latency_ms": statistics.median(latency[t, f]),
             "selected_fraction": selected[t, f] / pixels,
+            "selection": diagnostics[t, f].compute(),
         }
         for t, f in settings
     ]

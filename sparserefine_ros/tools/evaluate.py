@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from sparserefine_ros.evaluation.selection import selection_sentence
 from sparserefine_ros.method.errors import CheckpointError
 from sparserefine_ros.models.evaluation import (
     MODES,
@@ -85,6 +86,7 @@ def _print(result: dict, class_names: list[str]) -> None:
           f"speed-up over full resolution {result['speedup']:.2f}x")  # fmt: skip
     stages = ", ".join(f"{stage} {ms:.0f}" for stage, ms in result["stage_ms"].items())
     print(f"SparseRefine stages, median ms: {stages}")
+    print(selection_sentence(result["selection"]))
     print(f"{'class IoU':<15}" + "".join(f"{mode:>14}" for mode in MODES))
     for name in class_names:
         cells = [result["per_class_iou"][mode][name] for mode in MODES]
@@ -95,3 +97,4 @@ def _print(result: dict, class_names: list[str]) -> None:
         share = 100 * row["selected_fraction"]
         print(f"sweep tau {row['tau']:g} budget {row['max_fraction']}: mIoU {row['miou']:.2f}, "
               f"{row['latency_ms']:.1f} ms, selected {share:.2f}%")  # fmt: skip
+        print(f"  {selection_sentence(row['selection'])}")
