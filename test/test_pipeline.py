@@ -19,6 +19,7 @@ from sparserefine_ros.method import (
     save_refiner,
     select_uncertain,
 )
+from sparserefine_ros.method.pipeline import gather_patches
 
 NUM_CLASSES = 4
 STAGES = {"preprocess", "dense", "select", "refine", "fuse", "total"}
@@ -246,3 +247,24 @@ def test_checkpoint_errors(tmp_path):
     truncated.write_bytes(good.read_bytes()[:-100])
     with pytest.raises(CheckpointError):
         load_refiner(truncated)
+
+
+def test_gather_patches_reads_each_window_with_edges_repeated():
+    maps = torch.randn(2, 3, 6, 7)
+    b, y, x = torch.tensor([0, 1, 1]), torch.tensor([0, 3, 5]), torch.tensor([0, 4, 6])
+    out = gather_patches(maps, b, y, x, 3)
+    padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
+    for row, (bi, yi, xi) in enumerate(zip(b.tolist(), y.tolist(), x.tolist(), strict=True)):
+        window = padded[bi, :, yi : yi + 3, xi : xi + 3]  # (C, 3, 3), centred on (yi, xi)
+        torch.testing.assert_close(out[row], window.permute(1, 2, 0).flatten())
+    torch.testing.assert_close(gather_patches(maps, b, y, x, 1), maps[b, :, y, x])
+
+
+def test_refiner_windows_are_validated_and_kept_in_the_config():
+    model = SparseRefine(4, use_probs=True, patch=5, context=3, widths=(8,))
+    assert model.refiner.in_channels == 3 * 25 + 4 * 9
+    assert SparseRefine.from_config(model.config).config == model.config
+    with pytest.raises(ValueError, match="patch must be an odd number"):
+        SparseRefine(4, patch=2)
+    with pytest.raises(ValueError, match="needs use_probs"):
+        SparseRefine(4, context=3)

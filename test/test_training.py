@@ -50,12 +50,13 @@ def brightness_dense_model() -> nn.Module:
     return model.requires_grad_(False)
 
 
-def toy_model() -> SparseRefine:
+def toy_model(**refiner) -> SparseRefine:
     torch.manual_seed(0)
     # mean 0, std 1: normalized input is brightness in [0, 1], which the dense model expects.
     return SparseRefine(
-        2, tau=0.15, scale=SCALE, mean=(0, 0, 0), std=(1, 1, 1), widths=(8, 16), blocks=1
-    )
+        2, tau=0.15, scale=SCALE, mean=(0, 0, 0), std=(1, 1, 1), widths=(8, 16), blocks=1,
+        **refiner,
+    )  # fmt: skip
 
 
 def test_loss_is_sparse_plus_fused_cross_entropy_over_valid_selected_pixels():
@@ -114,8 +115,11 @@ def test_cosine_schedule():
     assert optimizer.param_groups[0]["weight_decay"] == 0.05
 
 
-def test_refiner_learns_thin_structures_the_dense_model_cannot_resolve():
-    dense, model = brightness_dense_model(), toy_model()
+@pytest.mark.parametrize(
+    "refiner", [{}, {"patch": 3, "context": 3, "use_probs": True}], ids=["pixel", "windows"]
+)
+def test_refiner_learns_thin_structures_the_dense_model_cannot_resolve(refiner):
+    dense, model = brightness_dense_model(), toy_model(**refiner)
     val_images, val_labels = thin_line_batch(4, 32, seed=1000)
     before = eval_step(dense, model, val_images, val_labels)
     # The dense model is right only on the background share of each uncertain block.

@@ -213,6 +213,8 @@ class SparseRefine(nn.Module):
         use_probs: bool = False,
         backend: str = DEFAULT_BACKEND,
         ensembler_hidden: int = 32,
+        patch: int = 1,
+        context: int = 1,
     ) -> None:
         super().__init__()
         if not 0.0 < scale <= 1.0:
@@ -225,7 +227,9 @@ class SparseRefine(nn.Module):
         self.tau = float(tau)
         self.max_fraction = None if max_fraction is None else float(max_fraction)
         self.scale = float(scale)
-        self.refiner = SparseRefiner(num_classes, widths, blocks, use_coords, use_probs, backend)
+        self.refiner = SparseRefiner(
+            num_classes, widths, blocks, use_coords, use_probs, backend, patch, context
+        )
         self.ensembler = GatedEnsembler(num_classes, ensembler_hidden)
         # Not persistent: the config carries them, the state dict holds learned weights only.
         self.register_buffer(
@@ -310,9 +314,14 @@ class SparseRefine(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense and sparse logits (N, C) at the selected pixels."""
         b, y, x = selection.coords.unbind(1)
-        dense_logits = low_logits[b, :, selection.rows[y], selection.cols[x]]
-        probs = F.softmax(dense_logits, dim=1) if self.refiner.use_probs else None
-        feats = self.refiner.features(full[b, :, y, x], selection.coords, full.shape[-2:], probs)
+        low_y, low_x = selection.rows[y], selection.cols[x]
+        dense_logits = low_logits[b, :, low_y, low_x]
+        probs = None
+        if self.refiner.use_probs:
+            context = gather_patches(low_logits, b, low_y, low_x, self.refiner.context)
+            probs = F.softmax(context.unflatten(1, (-1, self.num_classes)), dim=2).flatten(1)
+        rgb = gather_patches(full, b, y, x, self.refiner.patch)
+        feats = self.refiner.features(rgb, selection.coords, full.shape[-2:], probs)
         sparse = SparseTensor(selection.coords, feats, full.shape[0], tuple(full.shape[-2:]))
         return dense_logits, self.refiner(sparse)
 
@@ -334,6 +343,22 @@ class SparseRefine(nn.Module):
         with stage("fuse"):
             logits, gate = self.ensembler(dense_logits, sparse_logits)
         return RefineOutput(selection, dense_logits, sparse_logits, logits, gate)
+
+
+def gather_patches(
+    maps: torch.Tensor, b: torch.Tensor, y: torch.Tensor, x: torch.Tensor, size: int
+) -> torch.Tensor:
+    """(N, size * size * C) values of ``maps`` (B, C, H, W) in the ``size`` x ``size`` window
+    around each site ``(b, y, x)``, window position by position (C values each); positions
+    outside the map repeat its edge."""
+    if size == 1:
+        return maps[b, :, y, x]
+    radius = size // 2
+    steps = torch.arange(-radius, radius + 1, device=maps.device)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    rows = (y[:, None] + dy.flatten()).clamp_(0, maps.shape[2] - 1)
+    cols = (x[:, None] + dx.flatten()).clamp_(0, maps.shape[3] - 1)
+    return maps[b[:, None], :, rows, cols].flatten(1)  # (N, size * size, C) -> (N, size²C)
 
 
 def class_dtype(num_classes: int) -> torch.dtype:

@@ -51,9 +51,13 @@ class SparseRefiner(nn.Module):
     """Residual sparse UNet mapping per-pixel inputs at the selected sites to class logits.
 
     Inputs per site: normalized RGB at full resolution, optionally the normalized coordinates
-    ``(y / H, x / W)`` and the dense model's class probabilities. ``widths`` gives one level per
-    entry (stride 1, 2, 4, ...); with ``blocks`` residual blocks per level in the encoder and
-    decoder. The reference uses widths 32..1024 over 6 levels (79 M parameters, a GPU model);
+    ``(y / H, x / W)`` and the dense model's class probabilities. ``patch`` > 1 reads the RGB of
+    the ``patch`` x ``patch`` full-resolution pixels around the site, ``context`` > 1 the dense
+    probabilities of the ``context`` x ``context`` dense pixels around it: a selection along an
+    edge is a band one or two pixels wide, whose sites have no active neighbour across the
+    edge, so without these a site cannot see which side it is on. ``widths`` gives one level
+    per entry (stride 1, 2, 4, ...); with ``blocks`` residual blocks per level in the encoder
+    and decoder. The reference uses widths 32..1024 over 6 levels (79 M parameters, a GPU model);
     the default here is sized for a CPU. ``config`` rebuilds the same network.
     """
 
@@ -65,8 +69,15 @@ class SparseRefiner(nn.Module):
         use_coords: bool = False,
         use_probs: bool = False,
         backend: str = DEFAULT_BACKEND,
+        patch: int = 1,
+        context: int = 1,
     ) -> None:
         super().__init__()
+        for name, side in (("patch", patch), ("context", context)):
+            if int(side) < 1 or int(side) % 2 == 0:
+                raise ValueError(f"{name} must be an odd number >= 1, got {side}")
+        if int(context) > 1 and not use_probs:
+            raise ValueError("context > 1 reads dense probabilities: it needs use_probs=True")
         widths = tuple(int(w) for w in widths)
         blocks = (int(blocks),) * len(widths) if isinstance(blocks, int) else tuple(blocks)
         if not widths or len(blocks) != len(widths) or min(blocks) < 1 or min(widths) < 1:
@@ -79,7 +90,12 @@ class SparseRefiner(nn.Module):
         self.use_coords = bool(use_coords)
         self.use_probs = bool(use_probs)
         self.backend = backend
-        self.in_channels = 3 + 2 * self.use_coords + self.num_classes * self.use_probs
+        self.patch, self.context = int(patch), int(context)
+        self.in_channels = (
+            3 * self.patch**2
+            + 2 * self.use_coords
+            + self.num_classes * self.context**2 * self.use_probs
+        )
 
         self.stem = _conv_bn_relu(
             SubmanifoldConv2d(self.in_channels, widths[0], backend=backend), widths[0]
@@ -115,6 +131,8 @@ class SparseRefiner(nn.Module):
             "use_coords": self.use_coords,
             "use_probs": self.use_probs,
             "backend": self.backend,
+            "patch": self.patch,
+            "context": self.context,
         }
 
     def features(
@@ -124,7 +142,8 @@ class SparseRefiner(nn.Module):
         spatial_shape: tuple[int, int],
         probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-site input features (N, in_channels) from RGB (N, 3) and the enabled options."""
+        """Per-site input features (N, in_channels) from RGB (N, 3 * patch**2), coordinates
+        (N, 3) and, with ``use_probs``, probabilities (N, C * context**2)."""
         parts = [rgb]
         if self.use_coords:
             size = torch.tensor(spatial_shape, dtype=rgb.dtype, device=rgb.device)

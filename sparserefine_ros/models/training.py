@@ -439,6 +439,8 @@ class RefinerSettings:
     blocks: int = 1
     use_coords: bool = False
     use_probs: bool = False
+    patch: int = 1  # full-resolution RGB window read per site
+    context: int = 1  # dense-resolution probability window read per site
 
 
 def train_refiner(
@@ -465,7 +467,8 @@ def train_refiner(
         segmenter.num_classes, tau=settings.tau, max_fraction=settings.max_fraction,
         scale=settings.scale, mean=segmenter.mean,
         std=segmenter.std, widths=settings.widths, blocks=settings.blocks,
-        use_coords=settings.use_coords, use_probs=settings.use_probs,
+        use_coords=settings.use_coords, use_probs=settings.use_probs, patch=settings.patch,
+        context=settings.context,
     ).to(ddp.device)  # fmt: skip
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     scheduler = cosine_schedule(optimizer, config.iterations, config.warmup)

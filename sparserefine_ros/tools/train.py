@@ -87,8 +87,14 @@ def register(subparsers) -> None:
     refiner.add_argument("--scale", type=float, default=0.5, help="dense input scale")
     refiner.add_argument("--widths", type=_ints, default=(16, 32, 64, 128), help="per level")
     refiner.add_argument("--blocks", type=int, default=1)
-    refiner.add_argument("--use-coords", action="store_true")
-    refiner.add_argument("--use-probs", action="store_true")
+    refiner.add_argument("--use-coords", action="store_true",
+                         help="also read the site's normalized image coordinates")  # fmt: skip
+    refiner.add_argument("--use-probs", action="store_true",
+                         help="also read the dense model's class probabilities")  # fmt: skip
+    refiner.add_argument("--patch", type=int, default=1,
+                         help="odd side of the full-res RGB window a site reads")  # fmt: skip
+    refiner.add_argument("--context", type=int, default=1,
+                         help="odd side of the dense probability window read")  # fmt: skip
     refiner.add_argument(
         "--calibrate-taus", type=parse_floats, default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
     )
@@ -131,6 +137,7 @@ def _refiner(args) -> int:
     settings = RefinerSettings(
         tau=args.tau, max_fraction=args.max_fraction, scale=args.scale, widths=args.widths,
         blocks=args.blocks, use_coords=args.use_coords, use_probs=args.use_probs,
+        patch=args.patch, context=args.context,
     )  # fmt: skip
     try:
         out = train_refiner(
