@@ -2,14 +2,15 @@
 
 Single camera: remap its topic with image:=/camera/image_raw. Several cameras: list them under
 `cameras` in the params file; the node then subscribes to <namespace>/<camera>/image.
+`model`, `device` and `use_sim_time` given here override the params file; left empty, the
+file's values (or the node's defaults) hold.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -30,21 +31,24 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "model",
             default_value="",
-            description="Built-in model name or checkpoint directory; empty: the default model.",
+            description="Built-in model name or checkpoint directory; empty: the params file's "
+            "(or the default model).",
         ),
         DeclareLaunchArgument(
             "device",
-            default_value="cpu",
-            description="Inference device: cpu, cuda, cuda:N or auto.",
+            default_value="",
+            description="Inference device: cpu, cuda, cuda:N or auto; empty: the params file's "
+            "(or cpu).",
         ),
         DeclareLaunchArgument(
             "namespace", default_value="", description="Namespace of the node and its topics."
         ),
         DeclareLaunchArgument(
             "use_sim_time",
-            default_value="false",
-            choices=["true", "false"],
-            description="Follow /clock (true when replaying a bag with --clock).",
+            default_value="",
+            choices=["", "true", "false"],
+            description="Follow /clock (true when replaying a bag with --clock); empty: the "
+            "params file's (or false).",
         ),
         DeclareLaunchArgument(
             "large_data_transport",
@@ -55,28 +59,33 @@ def generate_launch_description():
             "driver's process too.",
         ),
     ]
-    node = Node(
-        package="sparserefine_ros",
-        executable="sparserefine_node",
-        name="sparserefine_node",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "model": ParameterValue(LaunchConfiguration("model"), value_type=str),
-                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-                "use_sim_time": ParameterValue(
-                    LaunchConfiguration("use_sim_time"), value_type=bool
-                ),
-            },
-        ],
-        remappings=[("image", LaunchConfiguration("image"))],
-        output="screen",
-        emulate_tty=True,
-    )
     large_data = SetEnvironmentVariable(
         "FASTDDS_BUILTIN_TRANSPORTS",
         "LARGE_DATA",
         condition=IfCondition(LaunchConfiguration("large_data_transport")),
     )
-    return LaunchDescription([*arguments, large_data, node])
+    return LaunchDescription([*arguments, large_data, OpaqueFunction(function=_node)])
+
+
+def _node(context):
+    """The node, with only the arguments that were given laid over the params file (ROS 2 takes
+    the last value of a parameter, so a default passed here would always win over the file)."""
+    overrides = {}
+    for name in ("model", "device"):
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value
+    sim_time = LaunchConfiguration("use_sim_time").perform(context)
+    if sim_time:
+        overrides["use_sim_time"] = sim_time == "true"
+    return [
+        Node(
+            package="sparserefine_ros",
+            executable="sparserefine_node",
+            name="sparserefine_node",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
+            remappings=[("image", LaunchConfiguration("image"))],
+            output="screen",
+        )
+    ]

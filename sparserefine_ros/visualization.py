@@ -8,9 +8,11 @@ import numpy as np
 
 def colorize(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """RGB (..., 3) uint8 picture of a class-id map; ids without a palette entry (255) are black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
+    classes = np.asarray(classes)
+    size = 256 if classes.dtype == np.uint8 else max(int(classes.max(initial=0)) + 1, len(palette))
+    lut = np.zeros((max(size, len(palette)), 3), dtype=np.uint8)
     lut[: len(palette)] = palette
-    return lut[np.asarray(classes, dtype=np.uint8)]
+    return lut[classes if classes.dtype == np.uint8 else classes.astype(np.int64)]
 
 
 def overlay(image_rgb: np.ndarray, color_rgb: np.ndarray, alpha: float) -> np.ndarray:

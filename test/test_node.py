@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_MODEL_CLASSES as CLASSES
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from ros_harness import LATCHED, RELIABLE, NodeProcess, RosClient, image_msg
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
-from sparserefine_ros.models import init_model
+from sparserefine_ros.method import SparseRefine
+from sparserefine_ros.models import init_model, load_segmenter, save_segmenter
 from sparserefine_ros.msg import ClassInfo, SegmentationStats
 
 pytestmark = pytest.mark.slow
@@ -174,6 +175,57 @@ def test_bad_frames_are_dropped_and_the_node_keeps_serving(model_dir, client):
         assert stamps == {10, 15}, "a malformed frame produced output"
 
 
+class TupleOutput(torch.nn.Module):
+    """A user's TorchScript model that returns a tuple where logits are expected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 19, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.conv(x)
+        return y, y
+
+
+@pytest.fixture
+def failing_model_dir(tmp_path):
+    path = tmp_path / "tuple.pt"
+    torch.jit.save(torch.jit.script(TupleOutput()), str(path))
+    segmenter = load_segmenter(path)
+    segmenter.refiner = SparseRefine(19, widths=(8,))
+    return save_segmenter(tmp_path / "tuple", segmenter)
+
+
+def test_a_failing_model_is_reported_and_the_node_keeps_serving(failing_model_dir, client):
+    with serving(failing_model_dir, diagnostics_period=0.5) as node:
+        diagnostics = client.subscribe(DiagnosticArray, "/diagnostics")
+        client.subscribe(Image, "segmentation")
+        publisher = client.publisher(Image, "image")
+        client.wait_for_subscribers(publisher)
+
+        def failures(at_least: int):
+            for array in reversed(diagnostics):
+                status = array.status[0]
+                values = {kv.key: kv.value for kv in status.values}
+                if int(values["frames_failed"]) >= at_least:
+                    return status, values
+            return None
+
+        for count in (1, 2):  # the worker survives the first failure and fails again
+            client.resend_until(
+                lambda: publisher.publish(image_msg(scene(32, 48, seed=6), "rgb8", 41)),
+                lambda count=count: failures(count) is not None,
+                node,
+                every=1.0,
+            )
+        status, values = failures(2)
+        assert status.level == DiagnosticStatus.ERROR, status.message
+        assert "failed in inference" in status.message
+        assert values["last_error"].startswith("inference failed: ")
+        assert node.process.poll() is None
+        assert "Traceback" not in node.log
+
+
 def test_cameras_share_one_model_and_keep_their_own_topics(model_dir, client):
     with serving(model_dir, cameras="[front, left]") as node:
         outputs = {cam: client.subscribe(Image, f"{cam}/segmentation") for cam in ("front", "left")}
@@ -190,7 +242,7 @@ def test_cameras_share_one_model_and_keep_their_own_topics(model_dir, client):
         for cam, messages in outputs.items():
             assert messages[0].header.frame_id == cam
             assert (messages[0].height, messages[0].width) == sizes[cam]
-        assert "serving front, left" in node.log
+        assert "serving /front/image, /left/image" in node.log
 
 
 def test_a_burst_is_served_newest_frame_first(model_dir, client):

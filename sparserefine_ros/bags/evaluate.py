@@ -126,7 +126,7 @@ def _write_class_info(out: BagWriter, namespace: str, frame: Frame, pipeline) ->
     types = typestore().types
     info = types["sparserefine_ros/msg/ClassInfo"](
         header=make_header(frame.stamp_ns, frame.header.frame_id),
-        ids=np.arange(len(pipeline.class_names), dtype=np.uint8),
+        ids=np.arange(len(pipeline.class_names), dtype=np.uint16),
         names=list(pipeline.class_names),
         colors=[
             types["std_msgs/msg/ColorRGBA"](r / 255.0, g / 255.0, b / 255.0, 1.0)

@@ -9,6 +9,7 @@ the model on whatever is waiting, batching cameras whose frames share a size.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import threading
 from collections import defaultdict, deque
@@ -41,7 +42,7 @@ from sparserefine_ros.ros.image_codec import (
     to_image_msg,
 )
 from sparserefine_ros.ros.parameters import NodeConfig, ParameterError, declare_and_read
-from sparserefine_ros.ros.stats import segmentation_stats_fields
+from sparserefine_ros.ros.stats import PeriodCounts, camera_health, segmentation_stats_fields
 from sparserefine_ros.visualization import colorize, overlay
 
 _OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -52,19 +53,25 @@ _LATCHED_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
 )
 _WARN_THROTTLE_S = 5.0
+_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN,
+           "ERROR": DiagnosticStatus.ERROR}  # fmt: skip
+# Exit status when the device is left unusable (a CUDA error poisons the process): non-zero, so
+# that a launch file's respawn restarts the node.
+EXIT_DEVICE_LOST = 3
 
 
 @dataclass
 class CameraCounters:
-    """What /diagnostics reports for one camera, reset where noted each period."""
+    """What /diagnostics reports for one camera: totals, and the current period's counts."""
 
     received: int = 0
     processed: int = 0
     replaced: int = 0  # frames overwritten by a newer one before the worker took them
     rejected: int = 0
+    failed: int = 0
     idle: int = 0  # frames skipped because nobody subscribed to any output
     last_error: str = ""
-    period_processed: int = 0  # reset each diagnostics period
+    period: PeriodCounts = field(default_factory=PeriodCounts)  # reset each period
     period_latency_ms: list[float] = field(default_factory=list)  # reset each period
 
 
@@ -85,11 +92,14 @@ class Camera:
             durability=qos_profile_sensor_data.durability,
         )
         if config.input_transport == "compressed":
-            node.create_subscription(
+            subscription = node.create_subscription(
                 CompressedImage, f"{prefix}image/compressed", lambda m: on_frame(self, m), qos
             )
         else:
-            node.create_subscription(Image, f"{prefix}image", lambda m: on_frame(self, m), qos)
+            subscription = node.create_subscription(
+                Image, f"{prefix}image", lambda m: on_frame(self, m), qos
+            )
+        self.topic = subscription.topic_name  # after remapping, for the log
         self.segmentation = node.create_publisher(Image, f"{prefix}segmentation", _OUTPUT_QOS)
         self.color = node.create_publisher(Image, f"{prefix}segmentation_color", _OUTPUT_QOS)
         self.overlay = node.create_publisher(Image, f"{prefix}overlay", _OUTPUT_QOS)
@@ -138,6 +148,7 @@ class SparseRefineNode(Node):
             self.pipeline, max_in_flight=2, precision=self.config.precision
         )
         self.palette = self._palette()
+        self.class_ids = _class_id_format(len(self.pipeline.class_names))
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self.cameras = [
@@ -148,14 +159,20 @@ class SparseRefineNode(Node):
             camera.class_info.publish(class_info)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
+        self.exit_code = 0
         self._worker = threading.Thread(target=self._serve, name="sparserefine", daemon=True)
         self._worker.start()
         refiner = self.pipeline.model
         self.get_logger().info(
-            f"serving {', '.join(c.name for c in self.cameras)} with model "
+            f"serving {', '.join(c.topic for c in self.cameras)} with model "
             f"'{self.config.model or DEFAULT_MODEL}' on {self.pipeline.device}: dense scale "
             f"{refiner.scale}, tau {refiner.tau}, budget {refiner.max_fraction}"
         )
+        if self.config.cameras and self.resolve_topic_name("image") != self._own("image"):
+            self.get_logger().warning(
+                "'image' is remapped but the parameter 'cameras' is set: the node subscribes to "
+                "<camera>/image for each camera; remap those instead"
+            )
 
     def _palette(self) -> np.ndarray:
         num_classes = len(self.pipeline.class_names)
@@ -179,34 +196,58 @@ class SparseRefineNode(Node):
         ]
         return info
 
+    def _own(self, name: str) -> str:
+        """``name`` in this node's namespace, as it resolves without remapping."""
+        namespace = self.get_namespace().rstrip("/")
+        return f"{namespace}/{name}"
+
     def _on_frame(self, camera: Camera, msg) -> None:
         with self._lock:
             camera.counters.received += 1
+            camera.counters.period.received += 1
             if camera.pending is not None:
                 camera.counters.replaced += 1
             camera.pending = msg
             self._lock.notify()
 
     def _serve(self) -> None:
-        """Worker loop. On a GPU the newest batch stays in flight while newer frames are waiting,
-        so its refinement overlaps their dense pass; otherwise each batch is published at once."""
+        """Worker loop, supervised: an error in one batch is logged, counted and reported and
+        the loop goes on; an error that leaves the device unusable ends the process with
+        ``EXIT_DEVICE_LOST``; errors while shutting down (the context is gone) end it quietly."""
         in_flight: deque = deque()  # (StreamedResult, [(camera, header, rgb), ...])
-        overlap = self.runner.device.type == "cuda"
         while not self._stop.is_set():
-            with self._lock:
-                self._lock.wait_for(
-                    lambda: self._stop.is_set() or any(c.pending is not None for c in self.cameras),
-                    0.0 if in_flight else 0.2,
+            try:
+                self._serve_once(in_flight)
+            except Exception as error:  # the worker must outlive any one batch
+                in_flight.clear()
+                if self._stop.is_set() or not self.context.ok():
+                    return
+                if _device_lost(error):
+                    self._lose_device(error)
+                    return
+                self.get_logger().error(
+                    f"worker: {type(error).__name__}: {error}",
+                    throttle_duration_sec=_WARN_THROTTLE_S,
                 )
-                frames = [(c, c.pending) for c in self.cameras if c.pending is not None]
-                for camera, _ in frames:
-                    camera.pending = None
-            for group in self._decode(frames):
-                batch = torch.from_numpy(np.stack([rgb for _, _, rgb in group])).permute(0, 3, 1, 2)
-                in_flight.append((self.runner.submit(batch), group))
-            keep = 1 if overlap and frames else 0
-            while len(in_flight) > keep:
-                self._publish_batch(*in_flight.popleft())
+
+    def _serve_once(self, in_flight: deque) -> None:
+        """Take the waiting frames, submit them, publish what is done. On a GPU the newest batch
+        stays in flight while newer frames wait, so its refinement overlaps their dense pass."""
+        overlap = self.runner.device.type == "cuda"
+        with self._lock:
+            self._lock.wait_for(
+                lambda: self._stop.is_set() or any(c.pending is not None for c in self.cameras),
+                0.0 if in_flight else 0.2,
+            )
+            frames = [(c, c.pending) for c in self.cameras if c.pending is not None]
+            for camera, _ in frames:
+                camera.pending = None
+        for group in self._decode(frames):
+            batch = torch.from_numpy(np.stack([rgb for _, _, rgb in group])).permute(0, 3, 1, 2)
+            in_flight.append((self.runner.submit(batch), group))
+        keep = 1 if overlap and frames else 0
+        while len(in_flight) > keep:
+            self._publish_batch(*in_flight.popleft())
 
     def _decode(self, frames) -> list[list]:
         """Frames that someone wants outputs of, as RGB arrays grouped by size (one batch each)."""
@@ -215,6 +256,7 @@ class SparseRefineNode(Node):
             if not camera.has_subscribers():
                 with self._lock:
                     camera.counters.idle += 1
+                    camera.counters.period.idle += 1
                 continue
             try:
                 rgb = (
@@ -231,25 +273,46 @@ class SparseRefineNode(Node):
     def _publish_batch(self, handle, group) -> None:
         try:
             result = handle.result()
-        except RuntimeError as error:  # e.g. out of device memory: drop, keep serving
+        except Exception as error:  # the model's fault (out of memory, wrong output): drop
+            if _device_lost(error):
+                raise
+            reason = f"inference failed: {type(error).__name__}: {error}"
             for camera, _, _ in group:
-                self._reject(camera, f"inference failed: {error}")
+                with self._lock:
+                    camera.counters.failed += 1
+                    camera.counters.period.failed += 1
+                    camera.counters.last_error = reason
+            self.get_logger().error(
+                f"{', '.join(c.name for c, _, _ in group)}: {reason}",
+                throttle_duration_sec=_WARN_THROTTLE_S,
+            )
             return
         for index, (camera, header, rgb) in enumerate(group):
             self._publish(camera, header, rgb, result, index)
 
+    def _lose_device(self, error: Exception) -> None:
+        self.get_logger().fatal(
+            f"the device failed and cannot be used again in this process: {error}; exiting "
+            f"with status {EXIT_DEVICE_LOST} so that a supervisor (launch respawn) restarts it"
+        )
+        self.exit_code = EXIT_DEVICE_LOST
+        self._stop.set()
+        self.context.try_shutdown()  # ends the spin in the main thread
+
     def _reject(self, camera: Camera, reason: str) -> None:
         with self._lock:
             camera.counters.rejected += 1
+            camera.counters.period.rejected += 1
             camera.counters.last_error = reason
         self.get_logger().warning(
             f"{camera.name}: dropped frame: {reason}", throttle_duration_sec=_WARN_THROTTLE_S
         )
 
     def _publish(self, camera: Camera, header, rgb: np.ndarray, result, index: int) -> None:
-        classes = result.classes[index].numpy().astype(np.uint8)
+        dtype, encoding = self.class_ids
+        classes = result.classes[index].numpy().astype(dtype)
         if camera.segmentation.get_subscription_count():
-            camera.segmentation.publish(to_image_msg(classes, "mono8", header))
+            camera.segmentation.publish(to_image_msg(classes, encoding, header))
         want_color = camera.color.get_subscription_count() > 0
         want_overlay = camera.overlay.get_subscription_count() > 0
         if want_color or want_overlay:
@@ -270,7 +333,7 @@ class SparseRefineNode(Node):
             camera.stats.publish(SegmentationStats(header=header, latency_ms=latency_ms, **fields))
         with self._lock:
             camera.counters.processed += 1
-            camera.counters.period_processed += 1
+            camera.counters.period.processed += 1
             if math.isfinite(latency_ms):
                 camera.counters.period_latency_ms.append(latency_ms)
 
@@ -290,25 +353,20 @@ class SparseRefineNode(Node):
         for camera in self.cameras:
             with self._lock:
                 counters = camera.counters
-                rate = counters.period_processed / period
-                latencies = counters.period_latency_ms
-                counters.period_processed, counters.period_latency_ms = 0, []
+                this_period, latencies = counters.period, counters.period_latency_ms
+                counters.period, counters.period_latency_ms = PeriodCounts(), []
                 snapshot = (counters.received, counters.processed, counters.replaced,
-                            counters.rejected, counters.idle, counters.last_error)  # fmt: skip
-            received, processed, replaced, rejected, idle, last_error = snapshot
-            if processed == 0 and received > 0 and rejected > 0:
-                level, message = DiagnosticStatus.ERROR, f"every frame rejected: {last_error}"
-            elif rate == 0 and idle:
-                level, message = DiagnosticStatus.OK, "idle: no subscribers to any output"
-            elif rate == 0:
-                level, message = DiagnosticStatus.WARN, "no frames processed this period"
-            else:
-                level, message = DiagnosticStatus.OK, f"{rate:.1f} frames/s"
+                            counters.rejected, counters.failed, counters.idle,
+                            counters.last_error)  # fmt: skip
+            received, processed, replaced, rejected, failed, idle, last_error = snapshot
+            rate = this_period.processed / period
+            level, message = camera_health(this_period, rate, last_error)
             values = {
                 "frames_received": received,
                 "frames_processed": processed,
                 "frames_replaced_by_newer": replaced,
                 "frames_rejected": rejected,
+                "frames_failed": failed,
                 "frames_skipped_no_subscribers": idle,
                 "rate_hz": f"{rate:.2f}",
                 "latency_ms_mean": f"{np.mean(latencies):.1f}" if latencies else "n/a",
@@ -317,7 +375,7 @@ class SparseRefineNode(Node):
             }
             array.status.append(
                 DiagnosticStatus(
-                    level=level,
+                    level=_LEVELS[level],
                     name=f"{self.get_name()}: {camera.name}",
                     message=message,
                     hardware_id=str(self.pipeline.device),
@@ -334,7 +392,25 @@ class SparseRefineNode(Node):
         self._worker.join(timeout=10.0)
 
 
+def _class_id_format(num_classes: int) -> tuple[type, str]:
+    """dtype and encoding of ``segmentation``: mono8 up to 255 classes (255 is "no class"),
+    mono16 above."""
+    if num_classes <= 255:
+        return np.uint8, "mono8"
+    if num_classes <= 65535:
+        return np.uint16, "mono16"
+    raise CheckpointError(f"the model has {num_classes} classes; segmentation holds 65535")
+
+
+def _device_lost(error: Exception) -> bool:
+    """True for errors after which the device cannot be used again in this process (CUDA's
+    sticky errors: illegal memory access, device-side assert, launch failure)."""
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    return isinstance(error, accelerator_error) or "CUDA error" in str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """0 after SIGINT or SIGTERM, 2 if start-up fails, EXIT_DEVICE_LOST if the device fails."""
     rclpy.init(args=argv)
     node = None
     try:
@@ -346,11 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.logging.get_logger("sparserefine_node").fatal(f"cannot start: {error}")
         return 2
     finally:
+        # A second SIGINT (launch forwards one to its children) must not cut the drain short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.stop()
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return node.exit_code
 
 
 if __name__ == "__main__":

@@ -101,8 +101,8 @@ _PARAMETERS = {
     "entropy_threshold": (
         FROM_MODEL,
         "Entropy threshold tau in nats: pixels above it are refined; -1: the model's calibrated "
-        "value.",
-        {"floating_point_range": _float_range(-1.0, 10.0)},
+        "value. Above ln(classes) (2.94 for 19) nothing is refined: the dense model alone.",
+        {"floating_point_range": _float_range(-1.0, 100.0)},
     ),
     "max_selected_fraction": (
         FROM_MODEL,
