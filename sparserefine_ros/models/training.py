@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -449,7 +450,7 @@ def train_refiner(
     settings: RefinerSettings,
     taus: Sequence[float],
     fractions: Sequence[float | None],
-    tolerance: float = 0.1,
+    rule: CalibrationRule | None = None,
     note: str = "",
 ) -> Path | None:
     """Train a refiner over the frozen dense model ``dense`` (a name or path ``load_segmenter``
@@ -490,8 +491,10 @@ def train_refiner(
         bar.set_postfix(loss=f"{step.loss:.3f}", sel=step.num_selected)
         record = {"iteration": iteration, **asdict(step), "lr": scheduler.get_last_lr()[0]}
         if val is not None and ddp.main and iteration % config.val_every == 0:
-            check = calibrate(segmenter.dense_model, model, val, [settings.tau],
-                              [settings.max_fraction], 0.0, config.val_images)  # fmt: skip
+            check = calibrate(
+                segmenter.dense_model, model, val, [settings.tau], [settings.max_fraction],
+                CalibrationRule(), config.val_images,
+            )  # fmt: skip
             record["val_miou"] = check["miou"]
             bar.write(f"iteration {iteration}: val mIoU {check['miou']:.2f} at tau {settings.tau}")
         record["elapsed_s"] = elapsed_now()
@@ -511,14 +514,17 @@ def train_refiner(
         calibration: dict = {}
     else:
         calibration = calibrate(
-            segmenter.dense_model, model, val, taus, fractions, tolerance, config.val_images
-        )
+            segmenter.dense_model, model, val, taus, fractions, rule or CalibrationRule(),
+            config.val_images,
+        )  # fmt: skip
         model = with_overrides(
             model, tau=calibration["tau"], max_fraction=calibration["max_fraction"]
         )
         bar.write(
             f"calibrated tau {calibration['tau']} max_fraction {calibration['max_fraction']}: "
-            f"val mIoU {calibration['miou']:.2f}, selected {100 * calibration['fraction']:.2f}%"
+            f"val mIoU {calibration['miou']:.2f}, selected {100 * calibration['fraction']:.2f}%, "
+            f"{calibration['speedup']:.2f}x faster than full resolution"
+            + ("" if calibration["met_rule"] else " (no setting met the rule: the fastest)")
         )
     files.log({"calibration": calibration, "elapsed_s": elapsed_now()})
     segmenter.refiner = model.cpu()
@@ -532,6 +538,25 @@ def train_refiner(
     return save_segmenter(config.out, segmenter)
 
 
+@dataclass
+class CalibrationRule:
+    """What calibration optimises: the most accurate setting whose median latency on val keeps
+    ``min_speedup`` over the dense model at full resolution, or, with ``latency_budget_ms``,
+    stays within that budget. When no setting qualifies, the fastest one is taken."""
+
+    min_speedup: float = 3.0
+    latency_budget_ms: float | None = None
+
+    def admits(self, latency_ms: float, full_ms: float) -> bool:
+        if self.latency_budget_ms is not None:
+            return latency_ms <= self.latency_budget_ms
+        return full_ms / latency_ms >= self.min_speedup
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
+
+
 @torch.no_grad()
 def calibrate(
     dense_model: Callable,
@@ -539,36 +564,55 @@ def calibrate(
     dataset: CityscapesDataset,
     taus: Sequence[float],
     fractions: Sequence[float | None],
-    tolerance: float,
+    rule: CalibrationRule,
     limit: int,
 ) -> dict:
-    """Choose tau and the budget on val: the setting refining the fewest pixels whose mIoU is
-    within ``tolerance`` (points) of the best setting's. The dense model runs once per image."""
+    """Score every (tau, budget) setting on val (mIoU, refined share, median latency from
+    normalized image to class map) and choose one by ``rule``. The dense model runs once per
+    image at the dense scale (timed once, added to every setting) and once at full resolution
+    (the reference latency)."""
     settings = [(float(t), f) for t in taus for f in fractions]
     trials = {(t, f): with_overrides(model, tau=t, max_fraction=f) for t, f in settings}
     metrics = {s: SegmentationMetric(model.num_classes) for s in settings}
     selected = {s: 0 for s in settings}
+    latency: dict = {s: [] for s in settings}
+    full_latency: list[float] = []
     pixels = 0
     device = model.mean.device
-    for index in range(min(limit, len(dataset))):
+    count = min(limit, len(dataset))
+    for index in range(count):
         image, label = dataset[index]
-        full, low = model.preprocess(image[None].to(device))
+        images = image[None].to(device)
+        start = time.perf_counter()
+        model.run_dense(dense_model, model.normalize(images)).argmax(dim=1)
+        full_latency.append(_ms_since(start))
+        start = time.perf_counter()
+        full, low = model.preprocess(images)
         low_logits = model.run_dense(dense_model, low)
+        dense_ms = _ms_since(start)
         pixels += label.numel()
-        for (tau, fraction), trial in trials.items():
+        for setting, trial in trials.items():
+            start = time.perf_counter()
             output = trial(full, low_logits)
-            metrics[tau, fraction].update(class_maps(low_logits, output)[0].cpu(), label[None])
-            selected[tau, fraction] += output.selection.coords.shape[0]
-    table = [
-        {"tau": t, "max_fraction": f, "miou": 100.0 * metrics[t, f].compute()["all"].miou,
-         "fraction": selected[t, f] / pixels}
-        for t, f in settings
-    ]  # fmt: skip
-    best = max(row["miou"] for row in table)
-    good = [row for row in table if row["miou"] >= best - tolerance]
-    # Ties (a budget that binds at every tau) go to the highest tau: the most selective rule.
-    chosen = min(good, key=lambda row: (row["fraction"], -row["miou"], -row["tau"]))
-    return {**chosen, "tolerance": tolerance, "images": min(limit, len(dataset)), "table": table}
+            classes = class_maps(low_logits, output)[0]
+            latency[setting].append(dense_ms + _ms_since(start))
+            metrics[setting].update(classes.cpu(), label[None])
+            selected[setting] += output.selection.coords.shape[0]
+    full_ms = statistics.median(full_latency)
+    table = []
+    for t, f in settings:
+        ms = statistics.median(latency[t, f])
+        table.append({"tau": t, "max_fraction": f,
+                      "miou": 100.0 * metrics[t, f].compute()["all"].miou,
+                      "fraction": selected[t, f] / pixels, "latency_ms": ms,
+                      "speedup": full_ms / ms})  # fmt: skip
+    admitted = [row for row in table if rule.admits(row["latency_ms"], full_ms)]
+    if admitted:  # ties go to the fewer refined pixels
+        chosen = max(admitted, key=lambda row: (row["miou"], -row["fraction"]))
+    else:
+        chosen = min(table, key=lambda row: row["latency_ms"])
+    return {**chosen, **asdict(rule), "met_rule": bool(admitted), "full_latency_ms": full_ms,
+            "images": count, "table": table}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from sparserefine_ros.method.errors import CheckpointError
 from sparserefine_ros.models.losses import DENSE_LOSSES
 from sparserefine_ros.models.training import (
     PRECISIONS,
+    CalibrationRule,
     RefinerSettings,
     TrainConfig,
     train_dense,
@@ -100,7 +101,11 @@ def register(subparsers) -> None:
     )
     refiner.add_argument("--calibrate-fractions", type=parse_fractions, default=[None, 0.1, 0.05],
                          help="max selected share per image; 'none' = no budget")  # fmt: skip
-    refiner.add_argument("--tolerance", type=float, default=0.1, help="mIoU points below best")
+    refiner.add_argument("--min-speedup", type=float, default=3.0,
+                         help="calibrate to the most accurate setting at least this much faster "
+                         "than the dense model at full resolution (on this machine)")  # fmt: skip
+    refiner.add_argument("--latency-budget-ms", type=float,
+                         help="instead: the most accurate setting within this latency")  # fmt: skip
     _common(refiner, iterations=1000, lr=3e-4, wd=0.05)
     refiner.set_defaults(func=_refiner)
 
@@ -142,7 +147,7 @@ def _refiner(args) -> int:
     try:
         out = train_refiner(
             _config(args), args.dense, settings, args.calibrate_taus, args.calibrate_fractions,
-            args.tolerance, args.card_note,
+            CalibrationRule(args.min_speedup, args.latency_budget_ms), args.card_note,
         )  # fmt: skip
     except (OSError, CheckpointError, ValueError) as error:
         return _fail(error)
