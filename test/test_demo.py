@@ -26,9 +26,13 @@ def test_demo_writes_pictures_and_a_summary(tmp_path, capsys):
     assert summary["frames_sent"] == 4
     assert 1 <= summary["frames_served"] <= 4
     assert summary["image_size"] == [256, 128] and summary["dense_size"] == [128, 64]
-    assert 0.0 <= summary["miou"]["sparserefine"] <= 100.0
+    miou, gain = summary["miou"], summary["gain"]
+    assert gain["miou"] == pytest.approx(miou["sparserefine"] - miou["dense_low"])
+    assert len(list(out.glob("zoom_*.png"))) == len(summary["zooms"]) <= 3
+    assert all(zoom["net_pixels_fixed"] > 0 for zoom in summary["zooms"])
     assert 0.0 < summary["selected_fraction_mean"] <= 0.1 + 1e-3
     assert summary["latency_ms"]["p50"] > 0
     assert (out / "side_by_side.png").is_file()
     assert list(out.glob("overlay_*.png")) and list(out.glob("entropy_*.png"))
-    assert "SparseRefine demo" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "SparseRefine demo" in printed and "gain over the low-resolution prediction" in printed
