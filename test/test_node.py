@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import TINY_MODEL_CLASSES as CLASSES
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from ros_harness import LATCHED, RELIABLE, NodeProcess, RosClient, image_msg
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -224,6 +226,58 @@ def test_a_failing_model_is_reported_and_the_node_keeps_serving(failing_model_di
         assert values["last_error"].startswith("inference failed: ")
         assert node.process.poll() is None
         assert "Traceback" not in node.log
+
+
+def set_parameters(client: RosClient, **values):
+    """Results of one SetParameters call to the node (what ``ros2 param set`` sends)."""
+    service = client.node.create_client(SetParameters, "/sparserefine_node/set_parameters")
+    assert service.wait_for_service(timeout_sec=30.0)
+    request = SetParameters.Request(
+        parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+    )
+    future = service.call_async(request)
+    assert client.wait_for(future.done, timeout=30.0)
+    return future.result().results
+
+
+def test_selection_and_overlay_are_tunable_at_run_time(model_dir, client):
+    with serving(model_dir) as node:
+        stats = client.subscribe(SegmentationStats, "segmentation_stats")
+        publisher = client.publisher(Image, "image")
+        client.wait_for_subscribers(publisher)
+        [result] = set_parameters(client, entropy_threshold=0.25)
+        assert result.successful, result.reason
+        [result] = set_parameters(client, max_selected_fraction=0.05)
+        assert result.successful, result.reason
+        client.resend_until(
+            lambda: publisher.publish(image_msg(scene(64, 96, seed=8), "rgb8", 51)),
+            lambda: any(m.header.stamp.nanosec == 51 for m in stats),
+            node,
+        )
+        served = next(m for m in stats if m.header.stamp.nanosec == 51)
+        assert served.entropy_threshold == pytest.approx(0.25)
+        assert served.max_selected_fraction == pytest.approx(0.05)
+        assert 0 < served.selected_fraction <= 0.05 + 4 / (64 * 96)  # whole 2x2 blocks
+
+        for values, named in (
+            ({"entropy_threshold": -0.5}, "entropy_threshold"),
+            ({"max_selected_fraction": 0.0}, "max_selected_fraction"),
+            ({"overlay_alpha": 2.0}, "overlay_alpha"),
+            ({"model": "other"}, "model"),
+        ):
+            [result] = set_parameters(client, **values)
+            assert not result.successful, values
+            assert named in result.reason, result.reason
+        # -1 restores the model's calibrated threshold (1.0 for this checkpoint)
+        [result] = set_parameters(client, entropy_threshold=-1.0)
+        assert result.successful, result.reason
+        client.resend_until(
+            lambda: publisher.publish(image_msg(scene(64, 96, seed=8), "rgb8", 52)),
+            lambda: any(m.header.stamp.nanosec == 52 for m in stats),
+            node,
+        )
+        served = next(m for m in stats if m.header.stamp.nanosec == 52)
+        assert served.entropy_threshold == pytest.approx(1.0)
 
 
 def test_cameras_share_one_model_and_keep_their_own_topics(model_dir, client):

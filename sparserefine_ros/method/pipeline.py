@@ -219,13 +219,10 @@ class SparseRefine(nn.Module):
         super().__init__()
         if not 0.0 < scale <= 1.0:
             raise ValueError(f"scale must be in (0, 1], got {scale}")
-        if max_fraction is not None and not 0.0 < max_fraction <= 1.0:
-            raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values, std > 0: {mean}, {std}")
         self.num_classes = int(num_classes)
-        self.tau = float(tau)
-        self.max_fraction = None if max_fraction is None else float(max_fraction)
+        self.tune(tau, max_fraction)
         self.scale = float(scale)
         self.refiner = SparseRefiner(
             num_classes, widths, blocks, use_coords, use_probs, backend, patch, context
@@ -256,6 +253,13 @@ class SparseRefine(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> SparseRefine:
         return cls(**config)
+
+    def tune(self, tau: float, max_fraction: float | None) -> None:
+        """Change the selection (tau, budget) of a live module; the next call uses them."""
+        if max_fraction is not None and not 0.0 < max_fraction <= 1.0:
+            raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
+        self.tau = float(tau)
+        self.max_fraction = None if max_fraction is None else float(max_fraction)
 
     def dense_size(self, height: int, width: int) -> tuple[int, int]:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))

@@ -19,6 +19,7 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
@@ -41,7 +42,12 @@ from sparserefine_ros.ros.image_codec import (
     image_to_rgb,
     to_image_msg,
 )
-from sparserefine_ros.ros.parameters import NodeConfig, ParameterError, declare_and_read
+from sparserefine_ros.ros.parameters import (
+    NodeConfig,
+    ParameterError,
+    check_tunable,
+    declare_and_read,
+)
 from sparserefine_ros.ros.stats import PeriodCounts, camera_health, segmentation_stats_fields
 from sparserefine_ros.visualization import colorize, overlay
 
@@ -133,17 +139,22 @@ class SparseRefineNode(Node):
     def __init__(self) -> None:
         super().__init__("sparserefine_node")
         self.config = declare_and_read(self)
-        overrides = {
-            "scale": self.config.dense_scale,
-            "tau": self.config.entropy_threshold,
-            "max_fraction": self.config.max_selected_fraction,
-        }
+        scale = self.config.dense_scale
         self.pipeline = init_model(
             self.config.model or DEFAULT_MODEL,
             device=_torch_device(self.config.device),
             compile_mode=self.config.compile_mode,
-            **{name: value for name, value in overrides.items() if value is not None},
+            **({} if scale is None else {"scale": scale}),
         )
+        refiner = self.pipeline.model
+        self._calibrated = {"entropy_threshold": refiner.tau,
+                            "max_selected_fraction": refiner.max_fraction}  # fmt: skip
+        self._tuned = {
+            "entropy_threshold": self.config.entropy_threshold,
+            "max_selected_fraction": self.config.max_selected_fraction,
+        }
+        self._apply_selection(self._tuned)
+        self.overlay_alpha = self.config.overlay_alpha
         self.runner = StreamedPipeline(
             self.pipeline, max_in_flight=2, precision=self.config.precision
         )
@@ -160,6 +171,7 @@ class SparseRefineNode(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
         self.exit_code = 0
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._serve, name="sparserefine", daemon=True)
         self._worker.start()
         refiner = self.pipeline.model
@@ -173,6 +185,29 @@ class SparseRefineNode(Node):
                 "'image' is remapped but the parameter 'cameras' is set: the node subscribes to "
                 "<camera>/image for each camera; remap those instead"
             )
+
+    def _apply_selection(self, tuned: dict) -> None:
+        """Set tau and the budget of the live pipeline; None: the model's calibrated value."""
+        tau, fraction = (
+            self._calibrated[name] if tuned[name] is None else tuned[name]
+            for name in ("entropy_threshold", "max_selected_fraction")
+        )
+        self.pipeline.model.tune(tau, fraction)
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Run-time changes (``ros2 param set``): tunable parameters only, each checked; all or
+        nothing."""
+        try:
+            checked = {p.name: check_tunable(p.name, p.value) for p in parameters}
+        except ParameterError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        selection = {**self._tuned, **{k: v for k, v in checked.items() if k in self._tuned}}
+        self._apply_selection(selection)
+        self._tuned = selection
+        self.overlay_alpha = checked.get("overlay_alpha", self.overlay_alpha)
+        changed = ", ".join(f"{p.name} {p.value}" for p in parameters)
+        self.get_logger().info(f"set {changed}")
+        return SetParametersResult(successful=True)
 
     def _palette(self) -> np.ndarray:
         num_classes = len(self.pipeline.class_names)
@@ -320,7 +355,7 @@ class SparseRefineNode(Node):
             if want_color:
                 camera.color.publish(to_image_msg(color, "rgb8", header))
             if want_overlay:
-                blended = overlay(rgb, color, self.config.overlay_alpha)
+                blended = overlay(rgb, color, self.overlay_alpha)
                 camera.overlay.publish(to_image_msg(blended, "rgb8", header))
         if camera.entropy.get_subscription_count():
             camera.entropy.publish(to_image_msg(result.entropy[index].numpy(), "32FC1", header))

@@ -1,7 +1,9 @@
-"""The node's parameters: declared with descriptions and ranges, read once, checked at start-up.
+"""The node's parameters: declared with descriptions and ranges, checked at start-up.
 
-All are read-only: a model, device or camera set cannot change under a running pipeline, and a
-restart is cheap. A bad value raises :class:`ParameterError` naming the parameter.
+``TUNABLE`` ones (the selection and the overlay) may also be set at run time
+(``ros2 param set``); the rest are read-only: a model, device or camera set cannot change under
+a running pipeline, and a restart is cheap. A bad value raises :class:`ParameterError` naming
+the parameter (at start-up), or is refused with that message (at run time).
 """
 
 from __future__ import annotations
@@ -129,13 +131,16 @@ _PARAMETERS = {
 }
 
 PARAMETER_NAMES = tuple(_PARAMETERS)
+TUNABLE = ("entropy_threshold", "max_selected_fraction", "overlay_alpha")
 
 
 def declare_and_read(node: Node) -> NodeConfig:
     """Declare every parameter on ``node`` and return the checked values."""
     values = {}
     for name, (default, description, extra) in _PARAMETERS.items():
-        descriptor = ParameterDescriptor(description=description, read_only=True, **extra)
+        descriptor = ParameterDescriptor(
+            description=description, read_only=name not in TUNABLE, **extra
+        )
         try:
             values[name] = node.declare_parameter(name, default, descriptor).value
         except ParameterException as error:  # wrong type, or outside the declared range
@@ -156,6 +161,24 @@ def _one_of(values: dict, name: str, choices) -> None:
         raise ParameterError(name, f"'{values[name]}' is not one of {list(choices)}")
 
 
+def check_tunable(name: str, value) -> float | None:
+    """The checked value of a ``TUNABLE`` parameter (None: the model's own), or ParameterError."""
+    if name not in TUNABLE:
+        raise ParameterError(name, "is read-only: set it at start-up")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ParameterError(name, f"{value!r} is not a number")
+    value = float(value)
+    if name == "entropy_threshold":
+        if value != FROM_MODEL and not 0.0 <= value <= 100.0:
+            raise ParameterError(name, f"{value} is outside [0, 100] (only -1 means the model's)")
+        return None if value == FROM_MODEL else value
+    if name == "max_selected_fraction":
+        return _from_model(name, value, 0.0, 1.0)
+    if not 0.0 <= value <= 1.0:
+        raise ParameterError(name, f"{value} is outside [0, 1]")
+    return value
+
+
 def _check(values: dict) -> NodeConfig:
     if not _DEVICE.match(values["device"]):
         raise ParameterError("device", f"'{values['device']}' is not cpu, cuda, cuda:N or auto")
@@ -172,11 +195,6 @@ def _check(values: dict) -> NodeConfig:
     colors = tuple(values["class_colors"] or ())
     if len(colors) % 3 or any(not 0 <= c <= 255 for c in colors):
         raise ParameterError("class_colors", "needs r, g, b triplets of integers in 0..255")
-    tau = values["entropy_threshold"]
-    if tau != FROM_MODEL and tau < 0:
-        raise ParameterError(
-            "entropy_threshold", f"{tau} is negative (only -1 means 'the model's')"
-        )
     return NodeConfig(
         model=values["model"],
         device=values["device"],
@@ -186,11 +204,11 @@ def _check(values: dict) -> NodeConfig:
         input_transport=values["input_transport"],
         reliability=values["reliability"],
         dense_scale=_from_model("dense_scale", values["dense_scale"], 0.0, 1.0),
-        entropy_threshold=None if tau == FROM_MODEL else tau,
-        max_selected_fraction=_from_model(
-            "max_selected_fraction", values["max_selected_fraction"], 0.0, 1.0
+        entropy_threshold=check_tunable("entropy_threshold", values["entropy_threshold"]),
+        max_selected_fraction=check_tunable(
+            "max_selected_fraction", values["max_selected_fraction"]
         ),
-        overlay_alpha=values["overlay_alpha"],
+        overlay_alpha=check_tunable("overlay_alpha", values["overlay_alpha"]),
         class_colors=colors,
         diagnostics_period=values["diagnostics_period"],
     )
