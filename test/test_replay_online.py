@@ -46,7 +46,7 @@ def test_replay_node_and_evaluator_write_the_report(bag, model_dir, tmp_path):
         sent = replay(bag, rate=2.0, start_offset=0.3, wait_for_subscribers=30.0)
         elapsed = time.monotonic() - start
         assert sent == 2 * 4
-        assert 0.25 < elapsed < 30.0  # 0.6 s of bag at rate 2, plus discovery
+        assert elapsed > 0.25  # paced: 0.6 s of bag at rate 2 cannot go out at once
         assert evaluator.wait_exit(timeout=60) == 0, evaluator.log
     finally:
         node.stop()
