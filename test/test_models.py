@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -298,3 +300,14 @@ def test_dense_predict_low_resolution_is_the_pipelines_dense_prediction():
     assert torch.equal(low, pipeline(images).dense_classes.long())
     full = dense_predict(pipeline, images, full_resolution=True)
     assert full.shape == low.shape == (1, 61, 93)
+
+
+def test_loading_an_hrnet_does_not_import_transformers():
+    """The registry imports a family's module when the family is first built, not all of them."""
+    code = (
+        "import sys; from sparserefine_ros.models import init_model, dense_model_names; "
+        "init_model('hrnet-synth'); assert 'segformer' in dense_model_names(); "
+        "print('transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

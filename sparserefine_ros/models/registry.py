@@ -7,6 +7,7 @@ family name and config as data and rebuild the model without executing any store
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,12 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 SEGMENTER_FILE = "segmenter.json"
 
 _FAMILIES: dict[str, type[nn.Module]] = {}
+# Where the built-in families register themselves: imported when first built, so loading an
+# HRNet does not import transformers.
+_BUILT_IN = {
+    "hrnet": "sparserefine_ros.models.cnn",
+    "segformer": "sparserefine_ros.models.segformer",
+}
 
 
 def register_dense_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -24,6 +31,8 @@ def register_dense_model(name: str) -> Callable[[type[nn.Module]], type[nn.Modul
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _FAMILIES and _FAMILIES[name] is not cls:
             raise ValueError(f"dense model {name!r} is already registered to {_FAMILIES[name]}")
+        if name in _BUILT_IN and cls.__module__ != _BUILT_IN[name]:
+            raise ValueError(f"dense model {name!r} is already registered in {_BUILT_IN[name]}")
         if not isinstance(getattr(cls, "config", None), property):
             raise TypeError(f"{cls.__name__} needs a `config` property to be saved and rebuilt")
         _FAMILIES[name] = cls
@@ -32,28 +41,24 @@ def register_dense_model(name: str) -> Callable[[type[nn.Module]], type[nn.Modul
     return decorator
 
 
-def _load_families() -> None:
-    # The built-in families register themselves on import.
-    from . import cnn, segformer  # noqa: F401
-
-
 def dense_model_names() -> list[str]:
-    """Names of the registered dense model families, sorted."""
-    _load_families()
-    return sorted(_FAMILIES)
+    """Names of the registered dense model families (built-in or registered so far), sorted."""
+    return sorted(set(_FAMILIES) | set(_BUILT_IN))
 
 
 def build_dense_model(name: str, num_classes: int, **config) -> nn.Module:
     """A new (randomly initialised) dense model of family ``name``."""
-    _load_families()
+    if name not in _FAMILIES and name in _BUILT_IN:
+        importlib.import_module(_BUILT_IN[name])
     if name not in _FAMILIES:
-        raise ValueError(f"unknown dense model {name!r}; available: {', '.join(sorted(_FAMILIES))}")
+        raise ValueError(
+            f"unknown dense model {name!r}; available: {', '.join(dense_model_names())}"
+        )
     return _FAMILIES[name](num_classes=num_classes, **config)
 
 
 def dense_model_family(model: nn.Module) -> str:
     """The registered name of ``model``'s class (what a checkpoint stores to rebuild it)."""
-    _load_families()
     for name, cls in _FAMILIES.items():
         if type(model) is cls:
             return name
