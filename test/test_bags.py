@@ -3,6 +3,8 @@ formats, bad bags, and the numbers against ``sparserefine evaluate`` on the same
 
 import json
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -300,3 +302,14 @@ def test_existing_outputs_are_not_overwritten(bags, model_dir, tmp_path, capsys)
     assert "exists already" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["summary_report"]
     assert main(["make-bag", "--out", str(bags / "mcap"), "--frames", "1"]) == 1
+
+
+def test_the_bag_tools_import_no_ros():
+    """bags/ reads and writes rosbag2 through rosbags alone: no rclpy, no sensor_msgs."""
+    code = (
+        "import sys; import sparserefine_ros.bags.io, sparserefine_ros.bags.evaluate; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs') "
+        "or m.startswith('sparserefine_ros.ros')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr

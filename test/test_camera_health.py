@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparserefine_ros.ros.stats import PeriodCounts, camera_health
+from sparserefine_ros.ros.health import PeriodCounts, camera_health
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,8 @@ import pytest
 from ros_harness import image_msg
 from sensor_msgs.msg import CompressedImage, Image
 
-from sparserefine_ros.ros.image_codec import (
-    ImageError,
-    compressed_to_rgb,
-    image_to_rgb,
-    to_image_msg,
-)
+from sparserefine_ros.image_messages import ImageError, compressed_to_rgb, image_to_rgb
+from sparserefine_ros.ros.image_codec import to_image_msg
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from sparserefine_ros.models.evaluation import dense_predict
 from sparserefine_ros.models.segmenter import SegmenterPipeline
-from sparserefine_ros.ros.stats import segmentation_stats_fields
+from sparserefine_ros.segmentation_stats import segmentation_stats_fields
 from sparserefine_ros.visualization import colorize, overlay
 
 from .io import BagError, BagReader, BagWriter, Frame, image_msg, make_header, staged

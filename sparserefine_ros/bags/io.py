@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 
-from sparserefine_ros.ros.image_codec import ImageError, compressed_to_rgb, image_to_rgb
+from sparserefine_ros.image_messages import ImageError, compressed_to_rgb, image_to_rgb
 
 from .types import typestore
 

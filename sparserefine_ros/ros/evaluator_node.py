@@ -28,8 +28,8 @@ from sensor_msgs.msg import Image
 from sparserefine_ros.bags.evaluate import default_report_dir
 from sparserefine_ros.bags.io import BagError, mono8_array, staged, stamp_ns
 from sparserefine_ros.bags.report import PICTURES, Evaluation, write_json
+from sparserefine_ros.image_messages import ImageError, image_to_rgb
 from sparserefine_ros.msg import ClassInfo, SegmentationStats
-from sparserefine_ros.ros.image_codec import ImageError, image_to_rgb
 
 _QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 _LABEL_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)  # labels come in bursts

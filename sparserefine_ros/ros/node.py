@@ -1,6 +1,7 @@
 """sparserefine_node: SparseRefine segmentation of one or more camera streams.
 
-Thin by design: parameters (parameters.py), image conversion (image_codec.py) and the method
+Thin by design: parameters (parameters.py), image conversion (image_messages.py, image_codec.py)
+and the method
 (sparserefine_ros.method, via sparserefine_ros.api) live elsewhere; this file wires topics to
 the pipeline. Image callbacks only keep the newest frame of each camera; one worker thread runs
 the model on whatever is waiting, batching cameras whose frames share a size.
@@ -32,23 +33,20 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import ColorRGBA
 
+from sparserefine_ros.image_messages import ImageError, compressed_to_rgb, image_to_rgb
 from sparserefine_ros.method.errors import CheckpointError
 from sparserefine_ros.method.streaming import StreamedPipeline
 from sparserefine_ros.models import DEFAULT_MODEL, init_model
 from sparserefine_ros.msg import ClassInfo, SegmentationStats
-from sparserefine_ros.ros.image_codec import (
-    ImageError,
-    compressed_to_rgb,
-    image_to_rgb,
-    to_image_msg,
-)
+from sparserefine_ros.ros.health import PeriodCounts, camera_health
+from sparserefine_ros.ros.image_codec import to_image_msg
 from sparserefine_ros.ros.parameters import (
     NodeConfig,
     ParameterError,
     check_tunable,
     declare_and_read,
 )
-from sparserefine_ros.ros.stats import PeriodCounts, camera_health, segmentation_stats_fields
+from sparserefine_ros.segmentation_stats import segmentation_stats_fields
 from sparserefine_ros.visualization import colorize, overlay
 
 _OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
