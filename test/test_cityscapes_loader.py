@@ -6,17 +6,10 @@ import pytest
 import torch
 
 from sparserefine_ros.data.cache import DecodedSplit, TrainingSet
-from sparserefine_ros.data.cityscapes import (
-    CLASS_COLORS,
-    ID_TO_TRAIN_ID,
-    LABELS,
-    TRAIN_ID_TO_ID,
-    CityscapesDataset,
-    colorize,
-    find_samples,
-)
+from sparserefine_ros.data.cityscapes import CityscapesDataset, find_samples
 from sparserefine_ros.data.transforms import TrainTransform, photometric_jitter, scaled_crop
 from sparserefine_ros.evaluation.metrics import boundary_mask
+from sparserefine_ros.labels import CLASS_COLORS, ID_TO_TRAIN_ID, LABELS, TRAIN_ID_TO_ID, colorize
 
 
 def test_official_mapping():

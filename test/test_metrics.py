@@ -102,7 +102,7 @@ def test_segmentation_metric_accumulates_all_boundary_masked():
 
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError):
-        confusion_matrix(np.zeros(3), np.zeros(4))
+        confusion_matrix(np.zeros(3), np.zeros(4), 2)
 
 
 def test_resolution_roundtrip_by_hand():

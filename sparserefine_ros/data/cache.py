@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .cityscapes import IGNORE_INDEX, Sample, find_samples, read_image, read_label
+from sparserefine_ros.labels import IGNORE_INDEX
+
+from .cityscapes import Sample, find_samples, read_image, read_label
 
 POINTS_PER_CLASS = 64
 FORMAT = 1

@@ -10,7 +10,7 @@ How: a world (street layout and objects in metres, X right, Y up, Z forward) is 
 a frame is rendered from a camera pose by painting parts far to near into an integer part map with
 cv2 (each part has a Cityscapes label id, an albedo and a material), then the picture is composed
 from that map with vectorised per-material textures. Labels come out exact, as label ids (0..33);
-:data:`~sparserefine_ros.data.cityscapes.ID_TO_TRAIN_ID` gives train ids.
+:data:`~sparserefine_ros.labels.ID_TO_TRAIN_ID` gives train ids.
 
 A :class:`World` is long enough for a drive: :class:`Drive` renders consecutive frames of a
 camera moving along it while cars, riders and pedestrians move too.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from sparserefine_ros.data.cityscapes import ID_TO_TRAIN_ID, LABEL_ID
+from sparserefine_ros.labels import ID_TO_TRAIN_ID, LABEL_ID
 
 STYLES = ("sunny", "overcast", "dusk", "hazy", "rainy")
 

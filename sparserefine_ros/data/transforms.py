@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from sparserefine_ros.data.cityscapes import IGNORE_INDEX
+from sparserefine_ros.labels import IGNORE_INDEX
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], label: bool) -> np.ndarray:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sparserefine_ros.data.cityscapes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from sparserefine_ros.labels import IGNORE_INDEX
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -37,7 +37,7 @@ def _to_numpy(x) -> np.ndarray:
 def confusion_matrix(
     pred,
     gt,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int,
     ignore_index: int = IGNORE_INDEX,
     mask=None,
 ) -> np.ndarray:
@@ -89,10 +89,10 @@ class SegmentationScores:
     pixel_accuracy: float
     num_pixels: int
 
-    def per_class(self, names=CLASS_NAMES) -> dict[str, float]:
+    def per_class(self, names) -> dict[str, float]:
         return {name: float(v) for name, v in zip(names, self.iou, strict=True)}
 
-    def as_dict(self, names=CLASS_NAMES) -> dict:
+    def as_dict(self, names) -> dict:
         return {
             "miou": self.miou,
             "pixel_accuracy": self.pixel_accuracy,
@@ -131,7 +131,7 @@ class SegmentationMetric:
 
     def __init__(
         self,
-        num_classes: int = NUM_CLASSES,
+        num_classes: int,
         ignore_index: int = IGNORE_INDEX,
         boundary_width: int = 3,
     ) -> None:
@@ -164,7 +164,7 @@ class SegmentationMetric:
         return out
 
 
-def mean_iou(pred, gt, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> float:
+def mean_iou(pred, gt, num_classes: int, ignore_index: int = IGNORE_INDEX) -> float:
     """mIoU of one prediction against its ground truth (the rules in the module docstring)."""
     return scores_from_confusion(confusion_matrix(pred, gt, num_classes, ignore_index)).miou
 

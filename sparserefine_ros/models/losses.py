@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from sparserefine_ros.data.cityscapes import IGNORE_INDEX
+from sparserefine_ros.labels import IGNORE_INDEX
 
 DENSE_LOSSES = ("ce", "ohem")
 

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sparserefine_ros.data.cityscapes import CLASS_COLORS, CLASS_NAMES
+from sparserefine_ros.labels import CLASS_COLORS, CLASS_NAMES
 from sparserefine_ros.method.errors import CheckpointError
 from sparserefine_ros.method.pipeline import (
     IMAGENET_MEAN,

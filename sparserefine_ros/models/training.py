@@ -32,9 +32,10 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from sparserefine_ros.data.cache import DecodedSplit, TrainingSet
-from sparserefine_ros.data.cityscapes import CLASS_COLORS, CLASS_NAMES, CityscapesDataset
+from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.data.transforms import TrainTransform
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
+from sparserefine_ros.labels import CLASS_COLORS, CLASS_NAMES
 from sparserefine_ros.method.pipeline import (
     IMAGENET_MEAN,
     IMAGENET_STD,

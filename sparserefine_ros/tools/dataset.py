@@ -10,19 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sparserefine_ros.data.cityscapes import (
-    CLASS_NAMES,
-    colorize,
-    find_samples,
-    read_image,
-    read_label,
-)
+from sparserefine_ros.data.cityscapes import find_samples, read_image, read_label
 from sparserefine_ros.data.writer import SPLIT_IDS, write_drive, write_split
 from sparserefine_ros.evaluation.metrics import (
     confusion_matrix,
     resolution_roundtrip,
     scores_from_confusion,
 )
+from sparserefine_ros.labels import CLASS_NAMES, NUM_CLASSES, colorize
 from sparserefine_ros.tools.arguments import parse_size
 
 
@@ -122,7 +117,7 @@ def _resolution_loss(args) -> int:
     matrix = 0
     for sample in samples:
         gt = read_label(sample)
-        matrix = matrix + confusion_matrix(resolution_roundtrip(gt, args.factor), gt)
+        matrix = matrix + confusion_matrix(resolution_roundtrip(gt, args.factor), gt, NUM_CLASSES)
     scores = scores_from_confusion(matrix)
     pixels = np.asarray(matrix).sum(axis=1)
     print(f"labels at 1/{args.factor} resolution vs full, {len(samples)} images of {args.split}")
@@ -137,7 +132,7 @@ def _resolution_loss(args) -> int:
     print(f"{'mIoU':<15}{100 * scores.miou:>8.2f}{100 * (1 - scores.miou):>8.2f}")
     print(f"{'pixel acc.':<15}{100 * scores.pixel_accuracy:>8.2f}")
     if args.json:
-        table = scores.as_dict()
+        table = scores.as_dict(CLASS_NAMES)
         table.update(images=len(samples), split=args.split, factor=args.factor)
         args.json.write_text(json.dumps(table, indent=1))
     return 0

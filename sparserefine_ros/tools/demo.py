@@ -199,7 +199,8 @@ def _summarise(args, frames, labels, recording) -> dict:
 
     print("[3/3] scoring the node's output and writing pictures")
     pipeline = init_model(args.model or _default_model(), device=args.device)
-    metric_node, metric_dense = SegmentationMetric(), SegmentationMetric()
+    num_classes = len(pipeline.class_names)
+    metric_node, metric_dense = SegmentationMetric(num_classes), SegmentationMetric(num_classes)
     served = sorted(set(recording["segmentation_stats"]) & set(recording["segmentation"]))
     height, width = frames[0].shape[:2]
     # The first frames may beat the node's discovery of some subscriptions (outputs nobody
