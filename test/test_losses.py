@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sparserefine_ros.models.losses import dense_loss, ohem_cross_entropy
+from sparserefine_ros.training.losses import dense_loss, ohem_cross_entropy
 
 
 def _batch(seed: int = 0):

@@ -13,7 +13,7 @@ from torch import distributed as dist
 from torch import multiprocessing
 
 from sparserefine_ros.method import make_optimizer, train_step
-from sparserefine_ros.models.training import Distributed
+from sparserefine_ros.training import Distributed
 
 WORLD = 2
 

@@ -1,4 +1,4 @@
-"""``sparserefine train dense|refiner``: thin CLI over :mod:`sparserefine_ros.models.training`.
+"""``sparserefine train dense|refiner``: thin CLI over :mod:`sparserefine_ros.training`.
 
 Multi-GPU or multi-node: run the same command under ``torchrun --nproc-per-node N``.
 """
@@ -12,8 +12,9 @@ import sys
 import torch
 
 from sparserefine_ros.method.errors import CheckpointError
-from sparserefine_ros.models.losses import DENSE_LOSSES
-from sparserefine_ros.models.training import (
+from sparserefine_ros.tools.arguments import parse_floats, parse_fractions, parse_shape
+from sparserefine_ros.training import (
+    DENSE_LOSSES,
     PRECISIONS,
     CalibrationRule,
     RefinerSettings,
@@ -21,7 +22,6 @@ from sparserefine_ros.models.training import (
     train_dense,
     train_refiner,
 )
-from sparserefine_ros.tools.arguments import parse_floats, parse_fractions, parse_shape
 
 
 def _pair(text: str) -> tuple[float, float]:
