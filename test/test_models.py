@@ -16,7 +16,8 @@ from torch import nn
 
 from sparserefine_ros import api
 from sparserefine_ros.method.errors import CheckpointError
-from sparserefine_ros.method.pipeline import SparseRefine, SparseRefinePipeline
+from sparserefine_ros.method.pipeline import SparseRefinePipeline
+from sparserefine_ros.method.sparserefine import SparseRefine
 from sparserefine_ros.models import (
     Segmenter,
     SegmenterError,

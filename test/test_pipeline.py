@@ -19,7 +19,7 @@ from sparserefine_ros.method import (
     save_refiner,
     select_uncertain,
 )
-from sparserefine_ros.method.pipeline import gather_patches
+from sparserefine_ros.method.selection import gather_patches
 
 NUM_CLASSES = 4
 STAGES = {"preprocess", "dense", "select", "refine", "fuse", "total"}

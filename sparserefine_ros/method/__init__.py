@@ -4,19 +4,14 @@ A dense model segments a downscaled image; pixels whose prediction entropy excee
 refined by a sparse UNet reading the full-resolution image, and a learned gate fuses the two.
 """
 
+from .checkpoint import load_refiner, save_refiner
 from .ensembler import GatedEnsembler
 from .entropy import entropy, select_uncertain
 from .errors import CheckpointError
-from .pipeline import (
-    RefineOutput,
-    SegmentationResult,
-    Selection,
-    SparseRefine,
-    SparseRefinePipeline,
-    load_refiner,
-    save_refiner,
-)
+from .pipeline import SegmentationResult, SparseRefinePipeline
 from .refiner import SparseRefiner
+from .selection import Selection
+from .sparserefine import RefineOutput, SparseRefine
 from .training import (
     StepMetrics,
     cosine_schedule,

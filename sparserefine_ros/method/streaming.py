@@ -20,7 +20,9 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from .pipeline import SegmentationResult, SparseRefinePipeline, StageTimer, class_maps
+from .pipeline import SegmentationResult, SparseRefinePipeline
+from .sparserefine import class_maps
+from .timing import StageTimer
 
 # Autocast dtype per precision; None runs in float32 as the sequential pipeline does.
 PRECISIONS: dict[str, torch.dtype | None] = {

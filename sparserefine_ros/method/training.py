@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from .pipeline import DenseModel, RefineOutput, SparseRefine
+from .sparserefine import DenseModel, RefineOutput, SparseRefine
 
 IGNORE_INDEX = 255
 

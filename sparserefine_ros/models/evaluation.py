@@ -23,7 +23,8 @@ from tqdm import tqdm
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
 from sparserefine_ros.evaluation.selection import SelectionDiagnostic
-from sparserefine_ros.method.pipeline import SparseRefinePipeline, upsample_nearest
+from sparserefine_ros.method.pipeline import SparseRefinePipeline
+from sparserefine_ros.method.selection import upsample_nearest
 
 from .segmenter import SegmenterPipeline, with_overrides
 

@@ -30,16 +30,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparserefine_ros.labels import CLASS_COLORS, CLASS_NAMES
+from sparserefine_ros.method.checkpoint import load_refiner, save_refiner
 from sparserefine_ros.method.errors import CheckpointError
-from sparserefine_ros.method.pipeline import (
+from sparserefine_ros.method.pipeline import SegmentationResult, SparseRefinePipeline
+from sparserefine_ros.method.sparserefine import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DenseModel,
-    SegmentationResult,
     SparseRefine,
-    SparseRefinePipeline,
-    load_refiner,
-    save_refiner,
 )
 
 from .external import ONNX_SUFFIXES, TORCHSCRIPT_SUFFIXES, load_external_model

@@ -22,9 +22,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from sparserefine_ros.method import GatedEnsembler, SparseRefiner, select_uncertain
-from sparserefine_ros.method.pipeline import StageTimer
 from sparserefine_ros.method.sparse import SparseTensor, submanifold_conv3x3
 from sparserefine_ros.method.sparse.functional import STRATEGIES
+from sparserefine_ros.method.timing import StageTimer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

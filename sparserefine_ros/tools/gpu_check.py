@@ -37,14 +37,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from sparserefine_ros.data.scenes import generate_scene
 from sparserefine_ros.method import entropy
 from sparserefine_ros.method.errors import CheckpointError
-from sparserefine_ros.method.pipeline import (
-    COMPILE_MODES,
-    Selection,
-    SparseRefine,
-    SparseRefinePipeline,
-)
+from sparserefine_ros.method.pipeline import COMPILE_MODES, SparseRefinePipeline
+from sparserefine_ros.method.selection import Selection
 from sparserefine_ros.method.sparse import available_backends
 from sparserefine_ros.method.sparse.cuda_backends import library_status
+from sparserefine_ros.method.sparserefine import SparseRefine
 from sparserefine_ros.method.streaming import PRECISIONS, StreamedPipeline
 from sparserefine_ros.models import (
     build_dense_model,

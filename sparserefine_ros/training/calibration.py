@@ -11,10 +11,7 @@ import torch
 
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
-from sparserefine_ros.method.pipeline import (
-    SparseRefine,
-    class_maps,
-)
+from sparserefine_ros.method.sparserefine import SparseRefine, class_maps
 from sparserefine_ros.models.segmenter import (
     with_overrides,
 )

@@ -13,11 +13,7 @@ from torch.nn import functional as F
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
 from sparserefine_ros.labels import CLASS_COLORS, CLASS_NAMES
-from sparserefine_ros.method.pipeline import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    normalize_images,
-)
+from sparserefine_ros.method.sparserefine import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from sparserefine_ros.method.training import cosine_schedule
 from sparserefine_ros.models.registry import build_dense_model, dense_model_family
 from sparserefine_ros.models.segmenter import (

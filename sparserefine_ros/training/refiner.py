@@ -9,9 +9,7 @@ from pathlib import Path
 
 import torch
 
-from sparserefine_ros.method.pipeline import (
-    SparseRefine,
-)
+from sparserefine_ros.method.sparserefine import SparseRefine
 from sparserefine_ros.method.training import cosine_schedule, make_optimizer, train_step
 from sparserefine_ros.models.segmenter import (
     load_segmenter,

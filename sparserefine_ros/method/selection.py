@@ -1,0 +1,111 @@
+"""Selection geometry: which full-resolution pixels a choice at the dense resolution covers,
+nearest-neighbour expansion, and windows gathered around selected sites."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class Selection:
+    """Pixels chosen for refinement: chosen at the dense resolution, listed at full resolution.
+
+    ``rows``/``cols`` give the low-resolution row/column of each full-resolution row/column
+    (nearest-neighbour upsampling, ``floor(i * h / H)``), so each low-resolution pixel stands
+    for a block of full-resolution ones and full-resolution views of low-res maps are plain
+    gathers: neither the full-resolution logits nor, unless asked for, the full-resolution
+    entropy and mask are ever materialised.
+    """
+
+    low_entropy: torch.Tensor  # (B, h, w) float32
+    low_mask: torch.Tensor  # (B, h, w) bool
+    coords: torch.Tensor  # (N, 3) int64 [batch, y, x] at full resolution, raster order
+    rows: torch.Tensor  # (H,) int64
+    cols: torch.Tensor  # (W,) int64
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """(B, H, W) float32: the low-res entropy repeated over each block."""
+        return self.upsample(self.low_entropy)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, H, W) bool: the selected pixels."""
+        return self.upsample(self.low_mask)
+
+    def num_selected(self) -> torch.Tensor:
+        """(B,) int64: selected full-resolution pixels per image."""
+        return torch.bincount(self.coords[:, 0], minlength=self.low_mask.shape[0])
+
+    def upsample(self, low: torch.Tensor) -> torch.Tensor:
+        """Nearest-neighbour upsampling of a (B, h, w) map to (B, H, W)."""
+        return _nearest(low, self.rows, self.cols)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Selection:
+        return Selection(
+            *(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self))
+        )
+
+
+def _nearest(low: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    return low.index_select(1, rows).index_select(2, cols)
+
+
+def nearest_indices(
+    full_size: Sequence[int], low_size: Sequence[int], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The low-resolution row of each full-resolution row and the same for columns:
+    nearest-neighbour upsampling, ``floor(i * h / H)``."""
+    (height, width), (low_h, low_w) = full_size, low_size
+    rows = torch.arange(int(height), device=device) * low_h // int(height)
+    cols = torch.arange(int(width), device=device) * low_w // int(width)
+    return rows, cols
+
+
+def upsample_nearest(low: torch.Tensor, full_size: Sequence[int]) -> torch.Tensor:
+    """A (B, h, w) map at (B, H, W), as the pipeline upsamples dense predictions."""
+    return _nearest(low, *nearest_indices(full_size, low.shape[-2:], low.device))
+
+
+def block_spans(index: torch.Tensor, low_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a nearest-upsampling index map (full -> low, non-decreasing): where each low-res row
+    (or column) starts at full resolution and how many full-res rows it covers."""
+    sizes = torch.bincount(index, minlength=low_size)
+    return torch.cumsum(sizes, 0) - sizes, sizes
+
+
+def expand_blocks(
+    low_coords: torch.Tensor,
+    row_blocks: tuple[torch.Tensor, torch.Tensor],
+    col_blocks: tuple[torch.Tensor, torch.Tensor],
+    full_size: tuple[int, int],
+) -> torch.Tensor:
+    """Full-resolution coordinates (N, 3) [batch, y, x], raster order, of the blocks covered by
+    low-resolution pixels ``low_coords`` (n, 3) [batch, row, col]."""
+    (row_start, row_size), (col_start, col_size) = row_blocks, col_blocks
+    height, width = full_size
+    b, r, c = (v[:, None, None] for v in low_coords.unbind(1))
+    dy = torch.arange(int(row_size.max()), device=low_coords.device)[None, :, None]
+    dx = torch.arange(int(col_size.max()), device=low_coords.device)[None, None, :]
+    inside = (dy < row_size[r]) & (dx < col_size[c])
+    keys = torch.sort(((b * height + row_start[r] + dy) * width + col_start[c] + dx)[inside]).values
+    return torch.stack((keys // (height * width), keys // width % height, keys % width), dim=1)
+
+
+def gather_patches(
+    maps: torch.Tensor, b: torch.Tensor, y: torch.Tensor, x: torch.Tensor, size: int
+) -> torch.Tensor:
+    """(N, size * size * C) values of ``maps`` (B, C, H, W) in the ``size`` x ``size`` window
+    around each site ``(b, y, x)``, window position by position (C values each); positions
+    outside the map repeat its edge."""
+    if size == 1:
+        return maps[b, :, y, x]
+    radius = size // 2
+    steps = torch.arange(-radius, radius + 1, device=maps.device)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    rows = (y[:, None] + dy.flatten()).clamp_(0, maps.shape[2] - 1)
+    cols = (x[:, None] + dx.flatten()).clamp_(0, maps.shape[3] - 1)
+    return maps[b[:, None], :, rows, cols].flatten(1)  # (N, size * size, C) -> (N, size²C)

@@ -1,0 +1,232 @@
+"""``SparseRefine``: the learned part of the method (sparse refiner + gated ensembler) with the
+settings it was trained with, what checkpoints hold; select, refine and fuse on given dense
+logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .ensembler import GatedEnsembler
+from .entropy import entropy, select_uncertain
+from .refiner import SparseRefiner
+from .selection import (
+    Selection,
+    block_spans,
+    expand_blocks,
+    gather_patches,
+    nearest_indices,
+)
+from .sparse import DEFAULT_BACKEND, SparseTensor
+from .timing import StageTimer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+DenseModel = Callable[[torch.Tensor], torch.Tensor]
+
+
+def normalize_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (B, 3, H, W) -> float32 ``(x / 255 - mean) / std`` on ``mean``'s device: the
+    one normalisation of training and inference."""
+    return (images.to(mean.device, torch.float32) / 255.0 - mean) / std
+
+
+@dataclass
+class RefineOutput:
+    """Per selected pixel (rows follow ``selection.coords``): the three predictions and gate."""
+
+    selection: Selection
+    dense_logits: torch.Tensor  # (N, C) the dense model's (upsampled) logits
+    sparse_logits: torch.Tensor  # (N, C) the refiner's logits
+    logits: torch.Tensor  # (N, C) the ensembler's fused logits
+    gate: torch.Tensor  # (N,) weight of the dense logits in the fusion
+
+
+class SparseRefine(nn.Module):
+    """The trained part of the method and the settings it belongs with.
+
+    ``tau`` is the entropy threshold (natural log) above which a pixel is refined;
+    ``max_fraction`` optionally caps the refined share of each image; ``scale`` is the dense
+    model's input resolution relative to the camera image; ``mean``/``std`` normalize RGB in
+    [0, 1]. The remaining arguments shape the ``SparseRefiner`` and ``GatedEnsembler``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        tau: float = 0.1,
+        max_fraction: float | None = None,
+        scale: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        widths: Sequence[int] = (16, 32, 64, 128),
+        blocks: int | Sequence[int] = 1,
+        use_coords: bool = False,
+        use_probs: bool = False,
+        backend: str = DEFAULT_BACKEND,
+        ensembler_hidden: int = 32,
+        patch: int = 1,
+        context: int = 1,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std > 0: {mean}, {std}")
+        self.num_classes = int(num_classes)
+        self.tune(tau, max_fraction)
+        self.scale = float(scale)
+        self.refiner = SparseRefiner(
+            num_classes, widths, blocks, use_coords, use_probs, backend, patch, context
+        )
+        self.ensembler = GatedEnsembler(num_classes, ensembler_hidden)
+        # Not persistent: the config carries them, the state dict holds learned weights only.
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), False
+        )
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), False)
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (JSON-serialisable): ``SparseRefine.from_config`` rebuilds it."""
+        refiner = self.refiner.config
+        del refiner["num_classes"]
+        return {
+            "num_classes": self.num_classes,
+            "tau": self.tau,
+            "max_fraction": self.max_fraction,
+            "scale": self.scale,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+            **refiner,
+            "ensembler_hidden": self.ensembler.hidden,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> SparseRefine:
+        return cls(**config)
+
+    def tune(self, tau: float, max_fraction: float | None) -> None:
+        """Change the selection (tau, budget) of a live module; the next call uses them."""
+        if max_fraction is not None and not 0.0 < max_fraction <= 1.0:
+            raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
+        self.tau = float(tau)
+        self.max_fraction = None if max_fraction is None else float(max_fraction)
+
+    def dense_size(self, height: int, width: int) -> tuple[int, int]:
+        return max(1, round(height * self.scale)), max(1, round(width * self.scale))
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB (B, 3, H, W) -> normalized float32 images, on this module's device."""
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"expected uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        return normalize_images(images, self.mean, self.std)
+
+    def preprocess(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 RGB (B, 3, H, W) -> normalized float32 images at full and at dense resolution.
+
+        Downscaling uses area averaging (block means for integer factors), which does not
+        alias thin structures away before the dense model sees them.
+        """
+        full = self.normalize(images)
+        size = self.dense_size(*full.shape[-2:])
+        low = full if size == tuple(full.shape[-2:]) else F.interpolate(full, size, mode="area")
+        return full, low
+
+    def run_dense(self, dense_model: DenseModel, low: torch.Tensor) -> torch.Tensor:
+        """Dense logits (B, C, h, w) at the dense input size ``low.shape[-2:]``.
+
+        Models whose output is smaller (output stride 4 or 8) or larger are resized to it
+        bilinearly, as segmentation heads are; after that the method only upsamples nearest.
+        """
+        logits = dense_model(low)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
+            raise TypeError("the dense model must return a logits tensor (B, C, h, w)")
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"dense model gives {logits.shape[1]} classes, refiner has {self.num_classes}"
+            )
+        if logits.shape[-2:] != low.shape[-2:]:
+            logits = F.interpolate(logits, low.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.float()
+
+    def select(self, low_logits: torch.Tensor, full_size: Sequence[int]) -> Selection:
+        """Entropy and the choice at the dense resolution, each pixel weighted by the block of
+        full-resolution pixels it covers; only the chosen blocks are expanded to full size."""
+        height, width = int(full_size[0]), int(full_size[1])
+        low_h, low_w = low_logits.shape[-2:]
+        rows, cols = nearest_indices((height, width), (low_h, low_w), low_logits.device)
+        row_blocks, col_blocks = block_spans(rows, low_h), block_spans(cols, low_w)
+        low_entropy = entropy(low_logits)
+        areas = row_blocks[1][:, None] * col_blocks[1]
+        low_mask = select_uncertain(low_entropy, self.tau, self.max_fraction, areas)
+        coords = expand_blocks(torch.nonzero(low_mask), row_blocks, col_blocks, (height, width))
+        return Selection(low_entropy, low_mask, coords, rows, cols)
+
+    def refine(
+        self, full: torch.Tensor, low_logits: torch.Tensor, selection: Selection
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense and sparse logits (N, C) at the selected pixels."""
+        b, y, x = selection.coords.unbind(1)
+        low_y, low_x = selection.rows[y], selection.cols[x]
+        dense_logits = low_logits[b, :, low_y, low_x]
+        probs = None
+        if self.refiner.use_probs:
+            context = gather_patches(low_logits, b, low_y, low_x, self.refiner.context)
+            probs = F.softmax(context.unflatten(1, (-1, self.num_classes)), dim=2).flatten(1)
+        rgb = gather_patches(full, b, y, x, self.refiner.patch)
+        feats = self.refiner.features(rgb, selection.coords, full.shape[-2:], probs)
+        sparse = SparseTensor(selection.coords, feats, full.shape[0], tuple(full.shape[-2:]))
+        return dense_logits, self.refiner(sparse)
+
+    def forward(
+        self, full: torch.Tensor, low_logits: torch.Tensor, timer: StageTimer | None = None
+    ) -> RefineOutput:
+        """Select, refine and fuse, given normalized full-res images and dense logits."""
+
+        def stage(name: str):
+            return nullcontext() if timer is None else timer(name)
+
+        with stage("select"):
+            selection = self.select(low_logits, full.shape[-2:])
+        if selection.coords.shape[0] == 0:
+            empty = low_logits.new_zeros(0, self.num_classes)
+            return RefineOutput(selection, empty, empty, empty, low_logits.new_zeros(0))
+        with stage("refine"):
+            dense_logits, sparse_logits = self.refine(full, low_logits, selection)
+        with stage("fuse"):
+            logits, gate = self.ensembler(dense_logits, sparse_logits)
+        return RefineOutput(selection, dense_logits, sparse_logits, logits, gate)
+
+
+def class_dtype(num_classes: int) -> torch.dtype:
+    """The smallest integer type of class maps: uint8 up to 256 classes (a 2048x1024 map is 2 MB
+    to copy off the GPU and publish, not int64's 16 MB), else int32."""
+    return torch.uint8 if num_classes <= 256 else torch.int32
+
+
+def class_maps(low_logits: torch.Tensor, output: RefineOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refined and dense class maps (B, H, W) at full resolution: the dense prediction upsampled
+    nearest, with the fused prediction written over the selected pixels."""
+    selection = output.selection
+    dtype = class_dtype(low_logits.shape[1])
+    # argmax over a contiguous last dimension: 2.7x faster on the CPU than over NCHW's strided
+    # channel dimension (37 vs 100 ms for 19x512x1024), same result.
+    low_classes = low_logits.permute(0, 2, 3, 1).contiguous().argmax(dim=-1).to(dtype)
+    dense_classes = selection.upsample(low_classes)
+    classes = dense_classes.clone()
+    if output.logits.shape[0]:
+        b, y, x = selection.coords.unbind(1)
+        classes[b, y, x] = output.logits.argmax(dim=1).to(dtype)
+    return classes, dense_classes
