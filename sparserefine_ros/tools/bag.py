@@ -28,13 +28,20 @@ def register(subparsers) -> None:
         "make-bag", help="record a generated drive as a rosbag2 (camera + ground-truth labels)"
     )
     make.add_argument("--out", type=Path, required=True, help="bag folder to create")
-    make.add_argument("--storage", choices=sorted(STORAGES), default="mcap")
-    make.add_argument("--frames", type=int, default=30)
-    make.add_argument("--fps", type=float, default=15.0)
+    make.add_argument(
+        "--storage",
+        choices=sorted(STORAGES),
+        default="mcap",
+        help="rosbag2 storage: mcap or sqlite3",
+    )
+    make.add_argument("--frames", type=int, default=30, help="frames in the drive")
+    make.add_argument("--fps", type=float, default=15.0, help="camera rate of the drive (Hz)")
     make.add_argument("--size", type=parse_size, default=(2048, 1024), help="WIDTHxHEIGHT")
     make.add_argument("--speed", type=float, default=10.0, help="m/s")
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
+    make.add_argument("--seed", type=int, default=0, help="seed of the drive")
+    make.add_argument(
+        "--image-topic", default=DEFAULT_IMAGE_TOPIC, help="topic the frames are written to"
+    )
     make.add_argument("--label-topic", default=DEFAULT_LABEL_TOPIC, help="mono8 train ids")
     make.set_defaults(func=_make)
 
@@ -58,7 +65,7 @@ def register(subparsers) -> None:
     ev.add_argument("--storage", choices=sorted(STORAGES), default="mcap",
                     help="storage of the output bag")  # fmt: skip
     ev.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ev.set_defaults(func=_evaluate)
 
 

@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the results here")
-    parser.add_argument("--height", type=int, default=1024)
-    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--height", type=int, default=1024, help="image height (px)")
+    parser.add_argument("--width", type=int, default=2048, help="image width (px)")
     parser.add_argument(
         "--fractions", type=float, nargs="+", default=[0.02, 0.05, 0.1], help="selected shares"
     )
@@ -44,13 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--channels", type=int, default=16, help="UNet width at full resolution (doubles per level)"
     )
     parser.add_argument("--levels", type=int, default=4, help="UNet levels")
-    parser.add_argument("--num-classes", type=int, default=19)
+    parser.add_argument("--num-classes", type=int, default=19, help="classes of the refiner")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
         "--threads", type=int, help="CPU threads (default: torch's); 1 is steadier on a busy host"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images and weights")
     parser.set_defaults(func=run)
 
 

@@ -34,38 +34,52 @@ def register(subparsers) -> None:
 
     gen = sub.add_parser("generate", help="write independent scenes of one split")
     gen.add_argument("--out", type=Path, required=True, help="root of the Cityscapes-layout tree")
-    gen.add_argument("--split", choices=sorted(SPLIT_IDS), default="train")
-    gen.add_argument("--count", type=_positive, default=100)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument(
+        "--split", choices=sorted(SPLIT_IDS), default="train", help="split to write or read"
+    )
+    gen.add_argument("--count", type=_positive, default=100, help="number of images")
+    gen.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the scenes (image i of a split is rendered from [seed, split, i])",
+    )
     gen.add_argument("--size", type=parse_size, default=(2048, 1024), help="WIDTHxHEIGHT")
-    gen.add_argument("--workers", type=_positive, default=2)
+    gen.add_argument("--workers", type=_positive, default=2, help="rendering processes")
     gen.set_defaults(func=_generate)
 
     seq = sub.add_parser("sequence", help="write consecutive frames of one drive")
-    seq.add_argument("--out", type=Path, required=True)
-    seq.add_argument("--frames", type=_positive, default=150)
-    seq.add_argument("--fps", type=float, default=15.0)
+    seq.add_argument("--out", type=Path, required=True, help="folder to write")
+    seq.add_argument("--frames", type=_positive, default=150, help="frames in the drive")
+    seq.add_argument("--fps", type=float, default=15.0, help="camera rate (Hz)")
     seq.add_argument("--speed", type=float, default=10.0, help="m/s")
-    seq.add_argument("--seed", type=int, default=0)
+    seq.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the scenes (image i of a split is rendered from [seed, split, i])",
+    )
     seq.add_argument("--size", type=parse_size, default=(2048, 1024), help="WIDTHxHEIGHT")
-    seq.add_argument("--split", default="sequence")
-    seq.add_argument("--workers", type=_positive, default=2)
+    seq.add_argument("--split", default="sequence", help="split to write or read")
+    seq.add_argument("--workers", type=_positive, default=2, help="rendering processes")
     seq.set_defaults(func=_sequence)
 
     loss = sub.add_parser("resolution-loss", help="mIoU of labels kept at 1/factor resolution")
-    loss.add_argument("--data", type=Path, required=True)
-    loss.add_argument("--split", default="val")
-    loss.add_argument("--factor", type=_positive, default=2)
+    loss.add_argument("--data", type=Path, required=True, help="root of the Cityscapes-layout tree")
+    loss.add_argument("--split", default="val", help="split to write or read")
+    loss.add_argument("--factor", type=_positive, default=2, help="resolution divisor")
     loss.add_argument("--json", type=Path, help="also write the table here")
     loss.set_defaults(func=_resolution_loss)
 
     prev = sub.add_parser("preview", help="picture grid: image, labels, labels at 1/factor")
-    prev.add_argument("--data", type=Path, required=True)
+    prev.add_argument("--data", type=Path, required=True, help="root of the Cityscapes-layout tree")
     prev.add_argument("--out", type=Path, required=True, help="PNG or JPEG file")
-    prev.add_argument("--split", default="val")
-    prev.add_argument("--count", type=_positive, default=4)
-    prev.add_argument("--factor", type=_positive, default=2)
-    prev.add_argument("--tile-width", type=_positive, default=512)
+    prev.add_argument("--split", default="val", help="split to write or read")
+    prev.add_argument("--count", type=_positive, default=4, help="number of images")
+    prev.add_argument("--factor", type=_positive, default=2, help="resolution divisor")
+    prev.add_argument(
+        "--tile-width", type=_positive, default=512, help="width of each picture tile (px)"
+    )
     prev.set_defaults(func=_preview)
 
 

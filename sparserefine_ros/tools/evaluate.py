@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="mIoU and latency of the three modes")
     parser.add_argument("--model", required=True, help="shipped model name or checkpoint dir")
     parser.add_argument("--data", type=Path, required=True, help="Cityscapes-layout root")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="split of --data to evaluate")
     parser.add_argument("--size", type=parse_shape, default=(1024, 2048), help="WIDTHxHEIGHT")
     parser.add_argument("--limit", type=int, help="evaluate the first N images only")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--tau", type=float, help="override the calibrated tau")
     parser.add_argument("--max-fraction", type=float, help="override the calibrated budget")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
         "--sweep-taus", type=parse_floats, help="also sweep these taus, e.g. 0.1,0.3"
     )

@@ -108,7 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[p for p in PRECISIONS if p != "fp32"],
         help="autocast runs of the streamed executor (default: bf16 fp16 on cuda, bf16 on cpu)",
     )
-    parser.add_argument("--max-in-flight", type=int, default=2)
+    parser.add_argument(
+        "--max-in-flight", type=int, default=2, help="batches in flight in the streamed runs"
+    )
     parser.add_argument(
         "--fraction", type=float, default=0.05, help="selected share for random-init models"
     )
@@ -136,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes, few frames, one thread (CI)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random images and weights")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,20 +36,27 @@ def _ints(text: str) -> tuple[int, ...]:
 def _common(parser: argparse.ArgumentParser, iterations: int, lr: float, wd: float) -> None:
     parser.add_argument("--data", required=True, help="Cityscapes-layout root (train, val splits)")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
-    parser.add_argument("--iterations", type=int, default=iterations)
-    parser.add_argument("--batch-size", type=int, default=2, help="per process")
-    parser.add_argument("--crop", type=parse_shape, default=(512, 1024), help="WIDTHxHEIGHT")
-    parser.add_argument("--scale-range", type=_pair, default=(0.5, 2.0), help="MIN,MAX")
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--weight-decay", type=float, default=wd)
+    parser.add_argument(
+        "--iterations", type=int, default=iterations, help="total iterations of the schedule"
+    )
+    parser.add_argument("--batch-size", type=int, default=2, help="crops per step, per process")
+    parser.add_argument("--crop", type=parse_shape, default=(512, 1024),
+                        help="training crop, WIDTHxHEIGHT")  # fmt: skip
+    parser.add_argument("--scale-range", type=_pair, default=(0.5, 2.0),
+                        help="random rescale of the image before cropping, MIN,MAX")  # fmt: skip
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=wd, help="AdamW weight decay")
     parser.add_argument("--warmup", type=int, default=50, help="iterations of linear warm-up")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of initial weights, data order and augmentation")  # fmt: skip
+    parser.add_argument("--val-every", type=int, default=500, help="iterations between val checks")
     parser.add_argument("--val-images", type=int, default=8, help="val images used for metrics")
-    parser.add_argument("--save-every", type=int, default=250)
+    parser.add_argument("--save-every", type=int, default=250,
+                        help="iterations between resumable states and checkpoints")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (under torchrun: the rank's GPU)")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue from --out's state")
     parser.add_argument("--stop-at", type=int, help="stop after this iteration, resumable")
     parser.add_argument("--card-note", default="", help="text for the model card (e.g. data)")
@@ -87,7 +94,7 @@ def register(subparsers) -> None:
     refiner.add_argument("--max-fraction", type=float, help="budget in training (share per crop)")
     refiner.add_argument("--scale", type=float, default=0.5, help="dense input scale")
     refiner.add_argument("--widths", type=_ints, default=(16, 32, 64, 128), help="per level")
-    refiner.add_argument("--blocks", type=int, default=1)
+    refiner.add_argument("--blocks", type=int, default=1, help="residual blocks per level")
     refiner.add_argument("--use-coords", action="store_true",
                          help="also read the site's normalized image coordinates")  # fmt: skip
     refiner.add_argument("--use-probs", action="store_true",
