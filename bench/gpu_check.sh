@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one command, for a machine where this repository is copied but not installed:
-# CUDA results against the CPU reference, then timings per model (sparserefine_ros/tools/gpu_check.py).
+# CUDA results against the CPU reference, then timings per model (sparserefine_ros/tools/gpu_check.py, sparserefine_ros/device_check/).
 #
 #   bash bench/gpu_check.sh OUT_DIR [gpu-check options, e.g. --models hrnet-synth --compile]
 #

@@ -3,6 +3,7 @@
 import argparse
 import json
 
+from sparserefine_ros.device_check import zoo
 from sparserefine_ros.tools import cli, gpu_check
 
 CORRECTNESS = {
@@ -72,8 +73,8 @@ def test_unknown_model_is_reported_as_skipped(tmp_path):
 
 
 def test_paper_sized_names_build_random_init_models_of_that_layout():
-    calibration = gpu_check._scenes((64, 32), seed=0)
-    ((name, load),) = gpu_check._models(["hrnet-w48"], calibration, fraction=0.05)
+    calibration = zoo.scene_batches((64, 32), seed=0)
+    ((name, load),) = zoo.model_zoo(["hrnet-w48"], calibration, fraction=0.05)
     entry, pipeline = load()
     assert name == "hrnet-w48" and entry["source"] == "random-init"
     assert pipeline.dense_model.config["widths"] == [48, 96, 192, 384]
