@@ -32,8 +32,11 @@ class NodeProcess:
         parameters: dict[str, str],
         namespace: str = "",
         module: str = "sparserefine_ros.ros.node",
+        params_file: str | None = None,
     ) -> None:
         args = [sys.executable, "-m", module, "--ros-args"]
+        if params_file is not None:
+            args += ["--params-file", params_file]
         for name, value in parameters.items():
             args += ["-p", f"{name}:={value}"]
         if namespace:

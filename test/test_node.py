@@ -4,6 +4,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
 from sparserefine_ros.method import SparseRefine
-from sparserefine_ros.models import init_model, load_segmenter, save_segmenter
+from sparserefine_ros.models import DEFAULT_MODEL, init_model, load_segmenter, save_segmenter
 from sparserefine_ros.msg import ClassInfo, SegmentationStats
 
 pytestmark = pytest.mark.slow
@@ -278,6 +279,28 @@ def test_selection_and_overlay_are_tunable_at_run_time(model_dir, client):
         )
         served = next(m for m in stats if m.header.stamp.nanosec == 52)
         assert served.entropy_threshold == pytest.approx(1.0)
+
+
+SHIPPED_PARAMS = Path(__file__).resolve().parents[1] / "config" / "sparserefine.yaml"
+
+
+def test_the_shipped_params_file_starts_the_default_model(client):
+    node = NodeProcess({}, params_file=str(SHIPPED_PARAMS))
+    try:
+        node.wait_for_log("serving")
+        assert f"model '{DEFAULT_MODEL}' on cpu" in node.log
+        segmentation = client.subscribe(Image, "segmentation")
+        publisher = client.publisher(Image, "image")
+        client.wait_for_subscribers(publisher)
+        client.resend_until(
+            lambda: publisher.publish(image_msg(scene(64, 128, seed=9), "rgb8", 61)),
+            lambda: bool(segmentation),
+            node,
+        )
+        assert (segmentation[0].height, segmentation[0].width) == (64, 128)
+    finally:
+        code = node.stop()
+    assert code == 0, node.log
 
 
 def test_cameras_share_one_model_and_keep_their_own_topics(model_dir, client):

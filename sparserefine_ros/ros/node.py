@@ -1,8 +1,8 @@
 """sparserefine_node: SparseRefine segmentation of one or more camera streams.
 
-Thin by design: parameters (parameters.py), image conversion (image_messages.py, image_codec.py)
-and the method
-(sparserefine_ros.method, via sparserefine_ros.api) live elsewhere; this file wires topics to
+Thin by design: parameters (parameters.py), cameras (camera.py), the device (device.py), health
+(health.py), image conversion (image_messages.py, image_codec.py) and the method
+(sparserefine_ros.method, via sparserefine_ros.models) live elsewhere; this file wires topics to
 the pipeline. Image callbacks only keep the newest frame of each camera; one worker thread runs
 the model on whatever is waiting, batching cameras whose frames share a size.
 """
@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
@@ -23,14 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import ColorRGBA
 
 from sparserefine_ros.image_messages import ImageError, compressed_to_rgb, image_to_rgb
@@ -38,10 +30,11 @@ from sparserefine_ros.method.errors import CheckpointError
 from sparserefine_ros.method.streaming import StreamedPipeline
 from sparserefine_ros.models import DEFAULT_MODEL, init_model
 from sparserefine_ros.msg import ClassInfo, SegmentationStats
+from sparserefine_ros.ros.camera import Camera
+from sparserefine_ros.ros.device import EXIT_DEVICE_LOST, class_id_format, device_lost, torch_device
 from sparserefine_ros.ros.health import PeriodCounts, camera_health
 from sparserefine_ros.ros.image_codec import to_image_msg
 from sparserefine_ros.ros.parameters import (
-    NodeConfig,
     ParameterError,
     check_tunable,
     declare_and_read,
@@ -49,88 +42,9 @@ from sparserefine_ros.ros.parameters import (
 from sparserefine_ros.segmentation_stats import segmentation_stats_fields
 from sparserefine_ros.visualization import colorize, overlay
 
-_OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-_LATCHED_QOS = QoSProfile(
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-    history=HistoryPolicy.KEEP_LAST,
-)
 _WARN_THROTTLE_S = 5.0
 _LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN,
            "ERROR": DiagnosticStatus.ERROR}  # fmt: skip
-# Exit status when the device is left unusable (a CUDA error poisons the process): non-zero, so
-# that a launch file's respawn restarts the node.
-EXIT_DEVICE_LOST = 3
-
-
-@dataclass
-class CameraCounters:
-    """What /diagnostics reports for one camera: totals, and the current period's counts."""
-
-    received: int = 0
-    processed: int = 0
-    replaced: int = 0  # frames overwritten by a newer one before the worker took them
-    rejected: int = 0
-    failed: int = 0
-    idle: int = 0  # frames skipped because nobody subscribed to any output
-    last_error: str = ""
-    period: PeriodCounts = field(default_factory=PeriodCounts)  # reset each period
-    period_latency_ms: list[float] = field(default_factory=list)  # reset each period
-
-
-class Camera:
-    """One camera's subscription and output publishers, and its newest waiting frame."""
-
-    def __init__(self, node: Node, name: str, config: NodeConfig, on_frame) -> None:
-        self.name = name or "image"
-        prefix = f"{name}/" if name else ""
-        self.counters = CameraCounters()
-        self.pending = None  # newest unprocessed message, guarded by the node's lock
-        qos = QoSProfile(
-            depth=1,
-            history=HistoryPolicy.KEEP_LAST,
-            reliability=ReliabilityPolicy.RELIABLE
-            if config.reliability == "reliable"
-            else qos_profile_sensor_data.reliability,
-            durability=qos_profile_sensor_data.durability,
-        )
-        if config.input_transport == "compressed":
-            subscription = node.create_subscription(
-                CompressedImage, f"{prefix}image/compressed", lambda m: on_frame(self, m), qos
-            )
-        else:
-            subscription = node.create_subscription(
-                Image, f"{prefix}image", lambda m: on_frame(self, m), qos
-            )
-        self.topic = subscription.topic_name  # after remapping, for the log
-        self.segmentation = node.create_publisher(Image, f"{prefix}segmentation", _OUTPUT_QOS)
-        self.color = node.create_publisher(Image, f"{prefix}segmentation_color", _OUTPUT_QOS)
-        self.overlay = node.create_publisher(Image, f"{prefix}overlay", _OUTPUT_QOS)
-        self.entropy = node.create_publisher(Image, f"{prefix}entropy", _OUTPUT_QOS)
-        self.refine_mask = node.create_publisher(Image, f"{prefix}refine_mask", _OUTPUT_QOS)
-        self.stats = node.create_publisher(
-            SegmentationStats, f"{prefix}segmentation_stats", _OUTPUT_QOS
-        )
-        self.class_info = node.create_publisher(ClassInfo, f"{prefix}class_info", _LATCHED_QOS)
-        self._outputs = (
-            self.segmentation, self.color, self.overlay, self.entropy, self.refine_mask, self.stats
-        )  # fmt: skip
-
-    def has_subscribers(self) -> bool:
-        return any(publisher.get_subscription_count() > 0 for publisher in self._outputs)
-
-
-def _torch_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ParameterError("device", f"'{device}' asked for, but CUDA is not available")
-        index = torch.device(device).index or 0
-        if index >= torch.cuda.device_count():
-            raise ParameterError("device", f"'{device}': only {torch.cuda.device_count()} GPUs")
-    return torch.device(device)
 
 
 class SparseRefineNode(Node):
@@ -140,7 +54,7 @@ class SparseRefineNode(Node):
         scale = self.config.dense_scale
         self.pipeline = init_model(
             self.config.model or DEFAULT_MODEL,
-            device=_torch_device(self.config.device),
+            device=torch_device(self.config.device),
             compile_mode=self.config.compile_mode,
             **({} if scale is None else {"scale": scale}),
         )
@@ -157,7 +71,7 @@ class SparseRefineNode(Node):
             self.pipeline, max_in_flight=2, precision=self.config.precision
         )
         self.palette = self._palette()
-        self.class_ids = _class_id_format(len(self.pipeline.class_names))
+        self.class_ids = class_id_format(len(self.pipeline.class_names))
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self.cameras = [
@@ -255,7 +169,7 @@ class SparseRefineNode(Node):
                 in_flight.clear()
                 if self._stop.is_set() or not self.context.ok():
                     return
-                if _device_lost(error):
+                if device_lost(error):
                     self._lose_device(error)
                     return
                 self.get_logger().error(
@@ -307,7 +221,7 @@ class SparseRefineNode(Node):
         try:
             result = handle.result()
         except Exception as error:  # the model's fault (out of memory, wrong output): drop
-            if _device_lost(error):
+            if device_lost(error):
                 raise
             reason = f"inference failed: {type(error).__name__}: {error}"
             for camera, _, _ in group:
@@ -423,23 +337,6 @@ class SparseRefineNode(Node):
         with self._lock:
             self._lock.notify_all()
         self._worker.join(timeout=10.0)
-
-
-def _class_id_format(num_classes: int) -> tuple[type, str]:
-    """dtype and encoding of ``segmentation``: mono8 up to 255 classes (255 is "no class"),
-    mono16 above."""
-    if num_classes <= 255:
-        return np.uint8, "mono8"
-    if num_classes <= 65535:
-        return np.uint16, "mono16"
-    raise CheckpointError(f"the model has {num_classes} classes; segmentation holds 65535")
-
-
-def _device_lost(error: Exception) -> bool:
-    """True for errors after which the device cannot be used again in this process (CUDA's
-    sticky errors: illegal memory access, device-side assert, launch failure)."""
-    accelerator_error = getattr(torch, "AcceleratorError", ())
-    return isinstance(error, accelerator_error) or "CUDA error" in str(error)
 
 
 def main(argv: list[str] | None = None) -> int:
