@@ -27,6 +27,17 @@ _LATCHED_QOS = QoSProfile(
 )
 
 
+def input_reliability(name: str) -> ReliabilityPolicy:
+    """The image subscription's reliability. ``best_available`` (Iron and newer) matches a
+    reliable camera as reliable and a best-effort one as best effort; where the distribution
+    lacks it (Humble) it falls back to best effort, which matches both."""
+    if name == "reliable":
+        return ReliabilityPolicy.RELIABLE
+    if name == "best_available":
+        return getattr(ReliabilityPolicy, "BEST_AVAILABLE", ReliabilityPolicy.BEST_EFFORT)
+    return qos_profile_sensor_data.reliability
+
+
 @dataclass
 class CameraCounters:
     """What /diagnostics reports for one camera: totals, and the current period's counts."""
@@ -53,9 +64,7 @@ class Camera:
         qos = QoSProfile(
             depth=1,
             history=HistoryPolicy.KEEP_LAST,
-            reliability=ReliabilityPolicy.RELIABLE
-            if config.reliability == "reliable"
-            else qos_profile_sensor_data.reliability,
+            reliability=input_reliability(config.reliability),
             durability=qos_profile_sensor_data.durability,
         )
         if config.input_transport == "compressed":

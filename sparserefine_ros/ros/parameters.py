@@ -91,7 +91,8 @@ _PARAMETERS = {
     "reliability": (
         "best_effort",
         "QoS reliability of the image subscription (depth 1, newest frame only): best_effort "
-        "(sensor data) or reliable.",
+        "(sensor data), reliable, or best_available (reliable with a reliable camera, best "
+        "effort with a best-effort one; Iron and newer, best effort on Humble).",
         {},
     ),
     "dense_scale": (
@@ -131,6 +132,7 @@ _PARAMETERS = {
 }
 
 PARAMETER_NAMES = tuple(_PARAMETERS)
+RELIABILITIES = ("best_effort", "reliable", "best_available")
 TUNABLE = ("entropy_threshold", "max_selected_fraction", "overlay_alpha")
 
 
@@ -191,7 +193,7 @@ def _check(values: dict) -> NodeConfig:
     if len(set(cameras)) != len(cameras):
         raise ParameterError("cameras", f"camera names repeat: {list(cameras)}")
     _one_of(values, "input_transport", ("raw", "compressed"))
-    _one_of(values, "reliability", ("best_effort", "reliable"))
+    _one_of(values, "reliability", RELIABILITIES)
     colors = tuple(values["class_colors"] or ())
     if len(colors) % 3 or any(not 0 <= c <= 255 for c in colors):
         raise ParameterError("class_colors", "needs r, g, b triplets of integers in 0..255")

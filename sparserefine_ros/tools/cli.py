@@ -6,7 +6,18 @@ import sys
 
 # Each module under sparserefine_ros.tools named here defines ``register(subparsers)``, which adds
 # its sub-command and sets ``func`` (called with the parsed arguments, returns an exit code).
-COMMANDS = ("bench", "dataset", "models", "train", "evaluate", "demo", "bag", "replay", "gpu_check")
+COMMANDS = (
+    "bench",
+    "dataset",
+    "models",
+    "train",
+    "evaluate",
+    "demo",
+    "bag",
+    "replay",
+    "gpu_check",
+    "qos_bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
