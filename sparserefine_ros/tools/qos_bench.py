@@ -1,11 +1,12 @@
 """``sparserefine qos-bench``: time to the first output, and outputs delivered, over real DDS.
 
 For each cell of the grid (node input reliability x camera publisher reliability x number of
-output subscribers x Fast DDS transports) it starts ``sparserefine_node`` and a camera client as
-two processes with the same transport setting; the client subscribes to that many outputs
-(segmentation, segmentation_color, entropy, refine_mask, overlay, then again from the first), publishes ``--size`` bgr8 frames every ``--period`` seconds for
-``--duration`` seconds once it has matched the node, and reports the seconds from its first
-frame to the first ``segmentation`` output and the share of frames that got one.
+output subscriptions x Fast DDS transports) it starts ``sparserefine_node`` and a camera client
+as two processes with the same transport setting. The client subscribes to that many outputs
+(segmentation, segmentation_color, entropy, refine_mask, overlay, then again from the first),
+publishes ``--size`` bgr8 frames every ``--period`` seconds for ``--duration`` seconds once it
+has matched the node, and reports the seconds from its first frame to the first
+``segmentation`` output and how many frames got one.
 """
 
 from __future__ import annotations
