@@ -149,6 +149,8 @@ def test_train_refiner_resume_calibrate_and_evaluate(data, dense, tmp_path):
     assert set(stages) == {"preprocess", "dense", "select", "refine", "fuse", "total"}
     assert stages["select"] + stages["refine"] + stages["fuse"] <= stages["total"]
     assert result["images"] == 2 and len(result["sweep"]) == 2
+    forward = result["dense_forward_ms"]
+    assert result["speedup_ceiling"] == pytest.approx(forward["full"] / forward["low"])
     selection = result["selection"]  # counted from the pipeline's own dense and refined maps
     assert selection["dense_miou"] == pytest.approx(result["miou"]["dense_low"])
     assert selection["refined_miou"] == pytest.approx(result["miou"]["sparserefine"])

@@ -45,6 +45,24 @@ def dense_predict(
     return upsample_nearest(classes, images.shape[-2:]).cpu()
 
 
+@torch.inference_mode()
+def dense_forward_ms(pipeline: SparseRefinePipeline, images: torch.Tensor) -> dict[str, float]:
+    """Wall time (ms) of the dense model's forward alone, on the normalized image at full
+    resolution and at the pipeline's dense scale: their ratio is the ceiling of the speed-up
+    SparseRefine can reach (everything else it does is overhead)."""
+    model = pipeline.model
+    full, low = model.preprocess(images.to(pipeline.device))
+    times = {}
+    for name, x in (("full", full), ("low", low)):
+        start = time.perf_counter()
+        out = pipeline.dense_model(x)
+        if pipeline.device.type == "cuda":
+            torch.cuda.synchronize(pipeline.device)
+        del out
+        times[name] = (time.perf_counter() - start) * 1e3
+    return times
+
+
 def _timed(fn, *args):
     start = time.perf_counter()
     out = fn(*args)
@@ -79,6 +97,7 @@ def evaluate_segmenter(
     diagnostic = SelectionDiagnostic(num_classes)
     latency: dict[str, list[float]] = {mode: [] for mode in MODES}
     stages: dict[str, list[float]] = {}
+    forward: dict[str, list[float]] = {"full": [], "low": []}
     selected = pixels = 0
     modes = {
         "dense_full": lambda x: dense_predict(pipeline, x, full_resolution=True),
@@ -91,6 +110,9 @@ def evaluate_segmenter(
         if index == 0:  # warm-up: first calls pay for allocations and kernel selection
             for fn in modes.values():
                 fn(images)
+            dense_forward_ms(pipeline, images)
+        for name, ms in dense_forward_ms(pipeline, images).items():
+            forward[name].append(ms)
         for mode, fn in modes.items():
             out, ms = _timed(fn, images)
             latency[mode].append(ms)
@@ -103,7 +125,13 @@ def evaluate_segmenter(
             metrics[mode].update(out, label[None])
         pixels += label.numel()
     summary = _summary(pipeline, metrics, latency, stages, selected / pixels, count, size)
-    return {**summary, "selection": diagnostic.compute()}
+    forward_ms = {name: statistics.median(ms) for name, ms in forward.items()}
+    return {
+        **summary,
+        "dense_forward_ms": forward_ms,
+        "speedup_ceiling": forward_ms["full"] / forward_ms["low"],
+        "selection": diagnostic.compute(),
+    }
 
 
 def _summary(pipeline, metrics, latency, stages, fraction, count, size) -> dict:

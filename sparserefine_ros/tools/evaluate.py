@@ -82,8 +82,11 @@ def _print(result: dict, class_names: list[str]) -> None:
     for mode in MODES:
         print(f"{mode:<14}{result['miou'][mode]:>8.2f}{result['boundary_miou'][mode]:>10.2f}"
               f"{result['latency_ms'][mode]:>12.1f}")  # fmt: skip
+    forward = result["dense_forward_ms"]
     print(f"selected fraction {100 * result['selected_fraction']:.2f}%, "
-          f"speed-up over full resolution {result['speedup']:.2f}x")  # fmt: skip
+          f"speed-up over full resolution {result['speedup']:.2f}x; dense forward alone "
+          f"{forward['full']:.0f} ms full, {forward['low']:.0f} ms low: ceiling "
+          f"{result['speedup_ceiling']:.2f}x")  # fmt: skip
     stages = ", ".join(f"{stage} {ms:.0f}" for stage, ms in result["stage_ms"].items())
     print(f"SparseRefine stages, median ms: {stages}")
     print(selection_sentence(result["selection"]))
