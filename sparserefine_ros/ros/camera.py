@@ -28,9 +28,8 @@ _LATCHED_QOS = QoSProfile(
 
 
 def input_reliability(name: str) -> ReliabilityPolicy:
-    """The image subscription's reliability. ``best_available`` (Iron and newer) matches a
-    reliable camera as reliable and a best-effort one as best effort; where the distribution
-    lacks it (Humble) it falls back to best effort, which matches both."""
+    """The image subscription's reliability. ``best_available`` exists from Iron on; where the
+    distribution lacks it (Humble) it falls back to best effort, which matches every camera."""
     if name == "reliable":
         return ReliabilityPolicy.RELIABLE
     if name == "best_available":

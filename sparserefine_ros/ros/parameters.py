@@ -91,8 +91,9 @@ _PARAMETERS = {
     "reliability": (
         "best_effort",
         "QoS reliability of the image subscription (depth 1, newest frame only): best_effort "
-        "(sensor data), reliable, or best_available (reliable with a reliable camera, best "
-        "effort with a best-effort one; Iron and newer, best effort on Humble).",
+        "(sensor data, matches every camera), reliable, or best_available (Iron and newer, best "
+        "effort on Humble): more frames from a reliable camera, none from a best-effort one "
+        "(measured, README 'Large images').",
         {},
     ),
     "dense_scale": (
