@@ -250,12 +250,17 @@ def test_selection_and_overlay_are_tunable_at_run_time(model_dir, client):
         assert result.successful, result.reason
         [result] = set_parameters(client, max_selected_fraction=0.05)
         assert result.successful, result.reason
-        client.resend_until(
-            lambda: publisher.publish(image_msg(scene(64, 96, seed=8), "rgb8", 51)),
-            lambda: any(m.header.stamp.nanosec == 51 for m in stats),
-            node,
-        )
-        served = next(m for m in stats if m.header.stamp.nanosec == 51)
+
+        def serve(stamp: int) -> SegmentationStats:
+            """Stats of one frame, resent until they are back."""
+            client.resend_until(
+                lambda: publisher.publish(image_msg(scene(64, 96, seed=8), "rgb8", stamp)),
+                lambda: any(m.header.stamp.nanosec == stamp for m in stats),
+                node,
+            )
+            return next(m for m in stats if m.header.stamp.nanosec == stamp)
+
+        served = serve(51)
         assert served.entropy_threshold == pytest.approx(0.25)
         assert served.max_selected_fraction == pytest.approx(0.05)
         assert 0 < served.selected_fraction <= 0.05 + 4 / (64 * 96)  # whole 2x2 blocks
@@ -272,13 +277,7 @@ def test_selection_and_overlay_are_tunable_at_run_time(model_dir, client):
         # -1 restores the model's calibrated threshold (1.0 for this checkpoint)
         [result] = set_parameters(client, entropy_threshold=-1.0)
         assert result.successful, result.reason
-        client.resend_until(
-            lambda: publisher.publish(image_msg(scene(64, 96, seed=8), "rgb8", 52)),
-            lambda: any(m.header.stamp.nanosec == 52 for m in stats),
-            node,
-        )
-        served = next(m for m in stats if m.header.stamp.nanosec == 52)
-        assert served.entropy_threshold == pytest.approx(1.0)
+        assert serve(52).entropy_threshold == pytest.approx(1.0)
 
 
 SHIPPED_PARAMS = Path(__file__).resolve().parents[1] / "config" / "sparserefine.yaml"
