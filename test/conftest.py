@@ -1,6 +1,8 @@
 """Shared fixtures. ROS traffic of a test run stays on this machine and in its own domain."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -29,3 +31,11 @@ def model_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("model") / "tiny"
     save_segmenter(directory, Segmenter(dense.eval(), classes, refiner=refiner.eval()))
     return directory
+
+
+def printed_by_fresh_interpreter(code: str) -> str:
+    """What ``code`` prints in a new Python process: for checks of what an import pulls in,
+    which this test process (with everything already imported) cannot show."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()

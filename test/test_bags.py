@@ -3,13 +3,12 @@ formats, bad bags, and the numbers against ``sparserefine evaluate`` on the same
 
 import json
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import printed_by_fresh_interpreter
 from rosbags.rosbag2 import Reader
 
 from sparserefine_ros.bags import BagReader, BagWriter
@@ -311,5 +310,4 @@ def test_the_bag_tools_import_no_ros():
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs') "
         "or m.startswith('sparserefine_ros.ros')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stderr
+    assert printed_by_fresh_interpreter(code) == "[]"

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from conftest import printed_by_fresh_interpreter
 from torch import nn
 
 from sparserefine_ros import api
@@ -310,5 +309,4 @@ def test_loading_an_hrnet_does_not_import_transformers():
         "init_model('hrnet-synth'); assert 'segformer' in dense_model_names(); "
         "print('transformers' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False", out.stderr
+    assert printed_by_fresh_interpreter(code) == "False"
