@@ -19,7 +19,7 @@ from sparserefine_ros.method import (
     save_refiner,
     select_uncertain,
 )
-from sparserefine_ros.method.selection import gather_patches
+from sparserefine_ros.method.selection import bilinear_at, gather_patches
 
 NUM_CLASSES = 4
 STAGES = {"preprocess", "dense", "select", "refine", "fuse", "total"}
@@ -260,9 +260,18 @@ def test_gather_patches_reads_each_window_with_edges_repeated():
     torch.testing.assert_close(gather_patches(maps, b, y, x, 1), maps[b, :, y, x])
 
 
+def test_bilinear_at_gives_the_bilinearly_upsampled_map_at_each_site():
+    maps = torch.randn(2, 3, 5, 7)
+    full_size = (10, 13)  # not an integer multiple along x
+    upsampled = F.interpolate(maps, full_size, mode="bilinear", align_corners=False)
+    b, y, x = torch.meshgrid(*(torch.arange(n) for n in (2, *full_size)), indexing="ij")
+    b, y, x = b.flatten(), y.flatten(), x.flatten()
+    torch.testing.assert_close(bilinear_at(maps, b, y, x, full_size), upsampled[b, :, y, x])
+
+
 def test_refiner_windows_are_validated_and_kept_in_the_config():
     model = SparseRefine(4, use_probs=True, patch=5, context=3, widths=(8,))
-    assert model.refiner.in_channels == 3 * 25 + 4 * 9
+    assert model.refiner.in_channels == 3 * 25 + 4 * (1 + 9)  # probs at the site + window
     assert SparseRefine.from_config(model.config).config == model.config
     with pytest.raises(ValueError, match="patch must be an odd number"):
         SparseRefine(4, patch=2)

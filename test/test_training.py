@@ -79,6 +79,42 @@ def test_loss_is_sparse_plus_fused_cross_entropy_over_valid_selected_pixels():
     torch.testing.assert_close(total, expected_sparse + expected_fused)
 
 
+def test_distill_mixes_label_and_teacher_cross_entropy():
+    dense, model = brightness_dense_model(), toy_model()
+    images, labels = thin_line_batch(2, 32, seed=1)
+    labels[0, :16] = 255
+    model.eval()
+    full, low = model.preprocess(images)
+    output = model(full, model.run_dense(dense, low))
+    teacher = torch.randn(output.logits.shape[0], 2)
+    _, hard_sparse, hard_fused = sparserefine_loss(output, labels)
+    total, sparse, fused = sparserefine_loss(output, labels, teacher_logits=teacher, distill=0.25)
+
+    b, y, x = output.selection.coords.unbind(1)
+    valid = labels[b, y, x] != 255
+    probs = F.softmax(teacher[valid], dim=1)
+    soft_sparse = F.cross_entropy(output.sparse_logits[valid], probs)
+    soft_fused = F.cross_entropy(output.logits[valid], probs)
+    torch.testing.assert_close(sparse, 0.75 * hard_sparse + 0.25 * soft_sparse)
+    torch.testing.assert_close(fused, 0.75 * hard_fused + 0.25 * soft_fused)
+    torch.testing.assert_close(total, sparse + fused)
+    with pytest.raises(ValueError, match="distill"):
+        sparserefine_loss(output, labels, teacher_logits=teacher)
+    with pytest.raises(ValueError, match="distill"):
+        sparserefine_loss(output, labels, distill=0.5)
+
+
+def test_residual_refiner_starts_as_the_dense_prediction():
+    dense, model = brightness_dense_model(), toy_model(residual=True)
+    images, _ = thin_line_batch(2, 32, seed=3)
+    model.eval()
+    full, low = model.preprocess(images)
+    output = model(full, model.run_dense(dense, low))
+    assert output.logits.shape[0] > 0
+    torch.testing.assert_close(output.sparse_logits, output.dense_logits)
+    torch.testing.assert_close(output.logits, output.dense_logits)  # the ensembler's too
+
+
 def test_batch_without_valid_selected_pixels_makes_no_update():
     dense, model = brightness_dense_model(), toy_model()
     images, labels = thin_line_batch(2, 32, seed=2)
@@ -142,3 +178,20 @@ def test_refiner_learns_thin_structures_the_dense_model_cannot_resolve(refiner):
     assert after.acc_fused > 0.97 and after.acc_fused > before.acc_dense + 0.1
     assert after.acc_sparse > 0.97
     assert after.gate_mean < 0.5  # the gate learned to trust the sparse prediction here
+
+
+def test_refiner_learns_from_the_full_resolution_teacher_alone():
+    """distill=1: no label reaches the loss; the dense model at full resolution, exact on this
+    toy, is the only target, and the refiner learns the lines from it."""
+    dense, model = brightness_dense_model(), toy_model()
+    val_images, val_labels = thin_line_batch(4, 32, seed=1000)
+    optimizer = make_optimizer(model, lr=3e-3)
+    steps = 80
+    schedule = cosine_schedule(optimizer, steps)
+    for step in range(steps):
+        images, labels = thin_line_batch(4, 32, seed=step)
+        metrics = train_step(dense, model, images, labels, optimizer, schedule, distill=1.0)
+    assert metrics.acc_teacher == 1.0
+    after = eval_step(dense, model, val_images, val_labels)
+    assert math.isnan(after.acc_teacher)
+    assert after.acc_fused > 0.97 and after.acc_fused > after.acc_dense + 0.1

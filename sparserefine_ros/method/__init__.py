@@ -13,6 +13,7 @@ from .refiner import SparseRefiner
 from .selection import Selection
 from .sparserefine import RefineOutput, SparseRefine
 from .training import (
+    DenseTargets,
     StepMetrics,
     cosine_schedule,
     eval_step,
@@ -23,6 +24,7 @@ from .training import (
 
 __all__ = [
     "CheckpointError",
+    "DenseTargets",
     "GatedEnsembler",
     "RefineOutput",
     "SegmentationResult",

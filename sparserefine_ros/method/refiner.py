@@ -51,14 +51,20 @@ class SparseRefiner(nn.Module):
     """Residual sparse UNet mapping per-pixel inputs at the selected sites to class logits.
 
     Inputs per site: normalized RGB at full resolution, optionally the normalized coordinates
-    ``(y / H, x / W)`` and the dense model's class probabilities. ``patch`` > 1 reads the RGB of
-    the ``patch`` x ``patch`` full-resolution pixels around the site, ``context`` > 1 the dense
-    probabilities of the ``context`` x ``context`` dense pixels around it: a selection along an
+    ``(y / H, x / W)`` and the dense model's class probabilities at the site (bilinear between
+    the dense pixels). ``patch`` > 1 reads the RGB of the ``patch`` x ``patch`` full-resolution
+    pixels around the site, ``context`` > 1 adds the dense probabilities of the ``context`` x
+    ``context`` dense pixels around it: a selection along an
     edge is a band one or two pixels wide, whose sites have no active neighbour across the
     edge, so without these a site cannot see which side it is on. ``widths`` gives one level
     per entry (stride 1, 2, 4, ...); with ``blocks`` residual blocks per level in the encoder
     and decoder. The reference uses widths 32..1024 over 6 levels (79 M parameters, a GPU model);
     the default here is sized for a CPU. ``config`` rebuilds the same network.
+
+    ``residual``: the output is a correction that ``SparseRefine`` adds to the dense logits at
+    the site (the classifier starts at zero, so an untrained refiner repeats the dense
+    prediction) instead of logits from scratch. A CPU-sized network cannot re-learn the dense
+    model's classes from a pixel's neighbourhood; it can learn where along an edge they change.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class SparseRefiner(nn.Module):
         backend: str = DEFAULT_BACKEND,
         patch: int = 1,
         context: int = 1,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         for name, side in (("patch", patch), ("context", context)):
@@ -94,7 +101,7 @@ class SparseRefiner(nn.Module):
         self.in_channels = (
             3 * self.patch**2
             + 2 * self.use_coords
-            + self.num_classes * self.context**2 * self.use_probs
+            + self.num_classes * (1 + (self.context**2 if self.context > 1 else 0)) * self.use_probs
         )
 
         self.stem = _conv_bn_relu(
@@ -120,6 +127,10 @@ class SparseRefiner(nn.Module):
             for w, n in zip(widths[:-1], blocks[:-1], strict=True)
         )
         self.classifier = nn.Linear(widths[0], self.num_classes)
+        self.residual = bool(residual)
+        if self.residual:
+            nn.init.zeros_(self.classifier.weight)
+            nn.init.zeros_(self.classifier.bias)
 
     @property
     def config(self) -> dict:
@@ -133,6 +144,7 @@ class SparseRefiner(nn.Module):
             "backend": self.backend,
             "patch": self.patch,
             "context": self.context,
+            "residual": self.residual,
         }
 
     def features(
@@ -143,7 +155,8 @@ class SparseRefiner(nn.Module):
         probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-site input features (N, in_channels) from RGB (N, 3 * patch**2), coordinates
-        (N, 3) and, with ``use_probs``, probabilities (N, C * context**2)."""
+        (N, 3) and, with ``use_probs``, probabilities (N, C; N, C * (1 + context**2) with
+        ``context`` > 1)."""
         parts = [rgb]
         if self.use_coords:
             size = torch.tensor(spatial_shape, dtype=rgb.dtype, device=rgb.device)

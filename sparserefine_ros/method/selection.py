@@ -109,3 +109,27 @@ def gather_patches(
     rows = (y[:, None] + dy.flatten()).clamp_(0, maps.shape[2] - 1)
     cols = (x[:, None] + dx.flatten()).clamp_(0, maps.shape[3] - 1)
     return maps[b[:, None], :, rows, cols].flatten(1)  # (N, size * size, C) -> (N, size²C)
+
+
+def _source_positions(
+    index: torch.Tensor, low_size: int, full_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Neighbours and weight of full-resolution rows (or columns) ``index`` in the low-res map,
+    as ``F.interpolate(mode="bilinear", align_corners=False)`` places pixel centres."""
+    source = ((index.to(torch.float32) + 0.5) * (low_size / full_size) - 0.5).clamp_(min=0.0)
+    first = source.floor().long().clamp_(max=low_size - 1)
+    return first, (first + 1).clamp_(max=low_size - 1), source - first
+
+
+def bilinear_at(
+    maps: torch.Tensor, b: torch.Tensor, y: torch.Tensor, x: torch.Tensor, full_size: Sequence[int]
+) -> torch.Tensor:
+    """(N, C) values of low-resolution ``maps`` (B, C, h, w) bilinearly upsampled to
+    ``full_size`` at the full-resolution sites ``(b, y, x)``: what upsampling the whole map
+    would give there, from four gathers per site."""
+    y0, y1, wy = _source_positions(y, maps.shape[2], int(full_size[0]))
+    x0, x1, wx = _source_positions(x, maps.shape[3], int(full_size[1]))
+    wy, wx = wy[:, None], wx[:, None]
+    top = maps[b, :, y0, x0] * (1 - wx) + maps[b, :, y0, x1] * wx
+    bottom = maps[b, :, y1, x0] * (1 - wx) + maps[b, :, y1, x1] * wx
+    return top * (1 - wy) + bottom * wy

@@ -17,6 +17,7 @@ from .entropy import entropy, select_uncertain
 from .refiner import SparseRefiner
 from .selection import (
     Selection,
+    bilinear_at,
     block_spans,
     expand_blocks,
     gather_patches,
@@ -76,6 +77,7 @@ class SparseRefine(nn.Module):
         ensembler_hidden: int = 32,
         patch: int = 1,
         context: int = 1,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 < scale <= 1.0:
@@ -86,7 +88,7 @@ class SparseRefine(nn.Module):
         self.tune(tau, max_fraction)
         self.scale = float(scale)
         self.refiner = SparseRefiner(
-            num_classes, widths, blocks, use_coords, use_probs, backend, patch, context
+            num_classes, widths, blocks, use_coords, use_probs, backend, patch, context, residual
         )
         self.ensembler = GatedEnsembler(num_classes, ensembler_hidden)
         # Not persistent: the config carries them, the state dict holds learned weights only.
@@ -177,18 +179,29 @@ class SparseRefine(nn.Module):
     def refine(
         self, full: torch.Tensor, low_logits: torch.Tensor, selection: Selection
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense and sparse logits (N, C) at the selected pixels."""
+        """Dense and sparse logits (N, C) at the selected pixels.
+
+        The dense logits at a site are the low-resolution logits upsampled bilinearly to it (as
+        a segmentation head upsamples), not the block's value: that tells the refiner and the
+        ensembler where the site lies between the low-resolution pixel centres.
+        """
         b, y, x = selection.coords.unbind(1)
-        low_y, low_x = selection.rows[y], selection.cols[x]
-        dense_logits = low_logits[b, :, low_y, low_x]
+        dense_logits = bilinear_at(low_logits, b, y, x, full.shape[-2:])
         probs = None
         if self.refiner.use_probs:
-            context = gather_patches(low_logits, b, low_y, low_x, self.refiner.context)
-            probs = F.softmax(context.unflatten(1, (-1, self.num_classes)), dim=2).flatten(1)
+            probs = F.softmax(dense_logits, dim=1)
+            if self.refiner.context > 1:
+                low_y, low_x = selection.rows[y], selection.cols[x]
+                context = gather_patches(low_logits, b, low_y, low_x, self.refiner.context)
+                context = F.softmax(context.unflatten(1, (-1, self.num_classes)), dim=2)
+                probs = torch.cat((probs, context.flatten(1)), dim=1)
         rgb = gather_patches(full, b, y, x, self.refiner.patch)
         feats = self.refiner.features(rgb, selection.coords, full.shape[-2:], probs)
         sparse = SparseTensor(selection.coords, feats, full.shape[0], tuple(full.shape[-2:]))
-        return dense_logits, self.refiner(sparse)
+        sparse_logits = self.refiner(sparse)
+        if self.refiner.residual:
+            sparse_logits = sparse_logits + dense_logits
+        return dense_logits, sparse_logits
 
     def forward(
         self, full: torch.Tensor, low_logits: torch.Tensor, timer: StageTimer | None = None
