@@ -101,7 +101,8 @@ def _train_refiner(data, dense, out, *extra) -> int:
     return main(["train", "refiner", "--dense", str(dense), "--data", str(data), "--out", str(out),
                  "--iterations", "3", "--save-every", "1", "--val-every", "2", "--widths", "8,16",
                  "--tau", "0.1", "--calibrate-taus", "0.05,0.5,5", "--calibrate-fractions",
-                 "none,0.1", *TRAIN, *extra])  # fmt: skip
+                 "none,0.1", "--residual", "--distill", "0.5", "--dense-images", "3", *TRAIN,
+                 *extra])  # fmt: skip
 
 
 @pytest.mark.slow

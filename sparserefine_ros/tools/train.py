@@ -42,8 +42,6 @@ def _common(parser: argparse.ArgumentParser, iterations: int, lr: float, wd: flo
     parser.add_argument("--batch-size", type=int, default=2, help="crops per step, per process")
     parser.add_argument("--crop", type=parse_shape, default=(512, 1024),
                         help="training crop, WIDTHxHEIGHT")  # fmt: skip
-    parser.add_argument("--scale-range", type=_pair, default=(0.5, 2.0),
-                        help="random rescale of the image before cropping, MIN,MAX")  # fmt: skip
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
     parser.add_argument("--weight-decay", type=float, default=wd, help="AdamW weight decay")
     parser.add_argument("--warmup", type=int, default=50, help="iterations of linear warm-up")
@@ -60,10 +58,6 @@ def _common(parser: argparse.ArgumentParser, iterations: int, lr: float, wd: flo
     parser.add_argument("--resume", action="store_true", help="continue from --out's state")
     parser.add_argument("--stop-at", type=int, help="stop after this iteration, resumable")
     parser.add_argument("--card-note", default="", help="text for the model card (e.g. data)")
-    parser.add_argument(
-        "--class-aware", type=float, default=0.0,
-        help="share of crops centred on a class drawn uniformly from the split's classes",
-    )  # fmt: skip
 
 
 def register(subparsers) -> None:
@@ -85,6 +79,12 @@ def register(subparsers) -> None:
                        help="ce: cross-entropy; ohem: over the hard pixels only")  # fmt: skip
     dense.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="bf16: autocast the forward pass (fast on CPUs with AMX)")  # fmt: skip
+    dense.add_argument("--scale-range", type=_pair, default=(0.5, 2.0),
+                       help="random rescale of the image before cropping, MIN,MAX")  # fmt: skip
+    dense.add_argument(
+        "--class-aware", type=float, default=0.0,
+        help="share of crops centred on a class drawn uniformly from the split's classes",
+    )  # fmt: skip
     _common(dense, iterations=2000, lr=2e-3, wd=0.01)
     dense.set_defaults(func=_dense)
 
@@ -103,6 +103,16 @@ def register(subparsers) -> None:
                          help="odd side of the full-res RGB window a site reads")  # fmt: skip
     refiner.add_argument("--context", type=int, default=1,
                          help="odd side of the dense probability window read")  # fmt: skip
+    refiner.add_argument("--residual", action="store_true",
+                         help="refiner output corrects the dense logits instead of replacing "
+                         "them (starts as the dense prediction)")  # fmt: skip
+    refiner.add_argument("--dense-images", type=int, default=200,
+                         help="train images the dense model runs on once (whole images, at the "
+                         "dense scale and, with --distill, full resolution); crops come from "
+                         "these")  # fmt: skip
+    refiner.add_argument("--distill", type=float, default=0.0,
+                         help="weight in [0, 1] of the dense model's full-resolution prediction "
+                         "as the target, against the labels' 1 - weight")  # fmt: skip
     refiner.add_argument(
         "--calibrate-taus", type=parse_floats, default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
     )
@@ -122,11 +132,12 @@ def _config(args) -> TrainConfig:
         torch.set_num_threads(args.threads)
     return TrainConfig(
         data=args.data, out=args.out, iterations=args.iterations, batch_size=args.batch_size,
-        crop=args.crop, scale_range=args.scale_range, lr=args.lr, weight_decay=args.weight_decay,
+        crop=args.crop, lr=args.lr, weight_decay=args.weight_decay,
         warmup=args.warmup, seed=args.seed, val_every=args.val_every, val_images=args.val_images,
         save_every=args.save_every, workers=args.workers, device=args.device, resume=args.resume,
-        stop_at=args.stop_at, class_aware=args.class_aware,
-        **({"loss": args.loss, "precision": args.precision} if "loss" in args else {}),
+        stop_at=args.stop_at,
+        **({"loss": args.loss, "precision": args.precision, "scale_range": args.scale_range,
+            "class_aware": args.class_aware} if "loss" in args else {}),
     )  # fmt: skip
 
 
@@ -149,7 +160,8 @@ def _refiner(args) -> int:
     settings = RefinerSettings(
         tau=args.tau, max_fraction=args.max_fraction, scale=args.scale, widths=args.widths,
         blocks=args.blocks, use_coords=args.use_coords, use_probs=args.use_probs,
-        patch=args.patch, context=args.context,
+        patch=args.patch, context=args.context, distill=args.distill, residual=args.residual,
+        dense_images=args.dense_images,
     )  # fmt: skip
     try:
         out = train_refiner(

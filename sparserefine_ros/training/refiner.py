@@ -19,6 +19,7 @@ from sparserefine_ros.models.segmenter import (
 
 from .calibration import CalibrationRule, calibrate
 from .cards import card_header, card_note, card_record, card_table
+from .dense_outputs import DenseOutputs, RefinerCrops
 from .runs import (
     Distributed,
     EpochSampler,
@@ -28,14 +29,14 @@ from .runs import (
     check_config,
     last_iteration,
     progress,
-    train_dataset,
+    train_split,
     val_samples,
 )
 
 
 @dataclass
 class RefinerSettings:
-    """The refiner's architecture and the selection it trains with."""
+    """The refiner's architecture, the selection it trains with and its teacher's weight."""
 
     tau: float = 0.1
     max_fraction: float | None = None  # a budget bounds the cost of a training step
@@ -46,6 +47,9 @@ class RefinerSettings:
     use_probs: bool = False
     patch: int = 1  # full-resolution RGB window read per site
     context: int = 1  # dense-resolution probability window read per site
+    residual: bool = False  # the refiner corrects the dense logits (method.refiner)
+    distill: float = 0.0  # weight of the full-resolution teacher in the loss (method.training)
+    dense_images: int = 200  # train images the dense model runs on once (dense_outputs)
 
 
 def train_refiner(
@@ -60,6 +64,7 @@ def train_refiner(
     """Train a refiner over the frozen dense model ``dense`` (a name or path ``load_segmenter``
     accepts), calibrate tau and the budget on val, and write the full checkpoint."""
     check_config(config)
+    distilling = settings.distill > 0.0
     if config.precision != "fp32" or config.loss != "ce":
         raise ValueError("the refiner trains in fp32 with the method's loss: drop precision/loss")
     ddp = Distributed(config.device)
@@ -73,13 +78,19 @@ def train_refiner(
         scale=settings.scale, mean=segmenter.mean,
         std=segmenter.std, widths=settings.widths, blocks=settings.blocks,
         use_coords=settings.use_coords, use_probs=settings.use_probs, patch=settings.patch,
-        context=settings.context,
+        context=settings.context, residual=settings.residual,
     ).to(ddp.device)  # fmt: skip
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     scheduler = cosine_schedule(optimizer, config.iterations, config.warmup)
     start, elapsed = files.resume(model, optimizer, scheduler)
     trained = ddp.wrap(model)
-    dataset, val = train_dataset(config, ddp), val_samples(config)
+    split = train_split(ddp, config.data)
+    if ddp.main:  # rank 0 runs the dense model, the others wait and map its files
+        DenseOutputs(split, segmenter.dense_model, model, settings.dense_images, distilling)
+    ddp.barrier()
+    outputs = DenseOutputs(split, segmenter.dense_model, model, settings.dense_images, distilling)
+    dataset = RefinerCrops(split, outputs, tuple(config.crop), config.seed)
+    val = val_samples(config)
     sampler = EpochSampler(len(dataset), config.seed, ddp.rank, ddp.world)
 
     def elapsed_now() -> float:
@@ -89,8 +100,11 @@ def train_refiner(
     bar = progress(config.iterations, start, ddp.main, "train refiner")
     data = batches(dataset, sampler, config, start)
     for iteration in range(start + 1, last_iteration(config) + 1):
-        images, labels = next(data)
-        step = train_step(segmenter.dense_model, trained, images, labels, optimizer, scheduler)
+        images, labels, indices, offsets = next(data)
+        targets = outputs.targets(indices, offsets, tuple(config.crop))
+        step = train_step(
+            targets, trained, images, labels, optimizer, scheduler, distill=settings.distill
+        )
         bar.update()
         bar.set_postfix(loss=f"{step.loss:.3f}", sel=step.num_selected)
         record = {"iteration": iteration, **asdict(step), "lr": scheduler.get_last_lr()[0]}

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from sparserefine_ros.data.cache import DecodedSplit, TrainingSet
@@ -122,8 +122,8 @@ class EpochSampler(Sampler[int]):
 
 
 def batches(
-    dataset: TrainingSet, sampler: EpochSampler, config: TrainConfig, start: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    dataset: Dataset, sampler: EpochSampler, config: TrainConfig, start: int
+) -> Iterator[tuple]:
     """Endless batches from iteration ``start`` on, epoch after epoch (last partial batch kept)."""
     per_epoch = math.ceil(len(sampler.indices()) / config.batch_size)
     epoch, offset = divmod(start, per_epoch)
@@ -140,14 +140,20 @@ def batches(
         epoch, offset = epoch + 1, 0
 
 
-def train_dataset(config: TrainConfig, ddp: Distributed) -> TrainingSet:
+def train_split(ddp: Distributed, data: str) -> DecodedSplit:
     """The train split decoded once (rank 0 builds the cache, the others wait and map it)."""
     if ddp.main:
-        DecodedSplit(config.data, "train")
+        DecodedSplit(data, "train")
     ddp.barrier()
-    split = DecodedSplit(config.data, "train")
+    split = DecodedSplit(data, "train")
     if not len(split):
-        raise FileNotFoundError(f"no training images in {config.data}/leftImg8bit/train")
+        raise FileNotFoundError(f"no training images in {data}/leftImg8bit/train")
+    return split
+
+
+def train_dataset(config: TrainConfig, ddp: Distributed) -> TrainingSet:
+    """Scaled, optionally class-aware crops of the train split (the dense models' data)."""
+    split = train_split(ddp, config.data)
     transform = TrainTransform(tuple(config.crop), tuple(config.scale_range))
     return TrainingSet(split, transform, seed=config.seed, class_aware=config.class_aware)
 
