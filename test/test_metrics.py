@@ -128,6 +128,16 @@ def test_selection_diagnostic_by_hand():
     assert out["efficiency"] == pytest.approx((out["refined_miou"] - out["dense_miou"]) / reachable)
     assert out["error_share"] == pytest.approx(2 / 3)
     assert out["accuracy_before"] == 0.0 and out["accuracy_after"] == 50.0
+    assert out["full_oracle_miou"] is None and out["accuracy_full"] is None
+
+    # The full-resolution prediction fixes (0,2) but not (0,1): selected pixels set to it.
+    full = np.array([[0, 1, 1, 1], [0, 0, 0, 0]])
+    diagnostic = SelectionDiagnostic(2)
+    diagnostic.update(dense, refined, mask, gt, full)
+    out = diagnostic.compute()
+    # [[0,1,1,1],[0,0,0,0]]: class 0 TP 3 FP 1 FN 1 -> 3/5; class 1 TP 2 FP 1 FN 1 -> 2/4
+    assert out["full_oracle_miou"] == pytest.approx(100 * (3 / 5 + 2 / 4) / 2)
+    assert out["accuracy_full"] == 50.0
 
 
 def test_selection_diagnostic_without_selection_or_errors_has_no_ratios():
