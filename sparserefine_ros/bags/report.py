@@ -62,7 +62,8 @@ class Evaluation:
         refine_mask: np.ndarray | None = None,
     ) -> None:
         """One frame: (H, W) class maps and latencies of every mode, refined pixel count; with
-        the refine mask and a dense_low prediction, the selection diagnostic too."""
+        the refine mask and a dense_low prediction, the selection diagnostic too (with its
+        full-resolution oracle when a dense_full prediction is there)."""
         classes = predictions["sparserefine"]
         if self.first_stamp is None:
             self.first_stamp, self.size = stamp, (classes.shape[1], classes.shape[0])
@@ -78,8 +79,9 @@ class Evaluation:
             self.metrics[mode].update(predictions[mode], label[None])
         if refine_mask is not None and "dense_low" in predictions:
             self.diagnostic.update(
-                predictions["dense_low"], predictions["sparserefine"], refine_mask, label
-            )
+                predictions["dense_low"], predictions["sparserefine"], refine_mask, label,
+                predictions.get("dense_full"),
+            )  # fmt: skip
             self.diagnosed += 1
         num_classes = len(self.class_names)
         self.timeline.append(
