@@ -260,6 +260,15 @@ def test_gather_patches_reads_each_window_with_edges_repeated():
     torch.testing.assert_close(gather_patches(maps, b, y, x, 1), maps[b, :, y, x])
 
 
+def test_preprocess_downscales_before_normalising_and_keeps_the_full_image_as_bytes():
+    model = SparseRefine(4, widths=(8,))
+    images = random_images()
+    full, low = model.preprocess(images)
+    assert full.dtype == torch.uint8 and torch.equal(full, images)
+    expected = F.interpolate(model.normalize(images), low.shape[-2:], mode="area")
+    torch.testing.assert_close(low, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_bilinear_at_gives_the_bilinearly_upsampled_map_at_each_site():
     maps = torch.randn(2, 3, 5, 7)
     full_size = (10, 13)  # not an integer multiple along x

@@ -87,9 +87,8 @@ def time_model(
 @torch.inference_mode()
 def dense_gflops(model: SparseRefine, dense: Callable, images: torch.Tensor) -> float:
     """Floating-point operations (multiply-adds count 2) of one dense pass at full resolution."""
-    full, _ = model.preprocess(images)
     with FlopCounterMode(display=False) as counter:
-        dense(full)
+        dense(model.normalize(images))
     return counter.get_total_flops() / 1e9
 
 

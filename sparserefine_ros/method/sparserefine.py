@@ -127,24 +127,34 @@ class SparseRefine(nn.Module):
     def dense_size(self, height: int, width: int) -> tuple[int, int]:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 RGB (B, 3, H, W) -> normalized float32 images, on this module's device."""
+    @staticmethod
+    def _check_images(images: torch.Tensor) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"expected uint8 RGB images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
             )
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB (B, 3, H, W) -> normalized float32 images, on this module's device (the
+        dense model's input at full resolution)."""
+        self._check_images(images)
         return normalize_images(images, self.mean, self.std)
 
     def preprocess(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 RGB (B, 3, H, W) -> normalized float32 images at full and at dense resolution.
+        """uint8 RGB (B, 3, H, W) -> the same on this module's device, and the normalized
+        float32 image at the dense resolution.
 
-        Downscaling uses area averaging (block means for integer factors), which does not
-        alias thin structures away before the dense model sees them.
+        Downscaling averages areas (block means for integer factors), which does not alias thin
+        structures away before the dense model sees them; it runs before normalising (the two
+        commute), and the full-resolution image is only ever normalised at the refined pixels.
         """
-        full = self.normalize(images)
+        self._check_images(images)
+        full = images.to(self.mean.device)
         size = self.dense_size(*full.shape[-2:])
-        low = full if size == tuple(full.shape[-2:]) else F.interpolate(full, size, mode="area")
-        return full, low
+        low = full.float()
+        if size != tuple(full.shape[-2:]):
+            low = F.interpolate(low, size, mode="area")
+        return full, (low / 255.0 - self.mean) / self.std
 
     def run_dense(self, dense_model: DenseModel, low: torch.Tensor) -> torch.Tensor:
         """Dense logits (B, C, h, w) at the dense input size ``low.shape[-2:]``.
@@ -179,7 +189,7 @@ class SparseRefine(nn.Module):
     def refine(
         self, full: torch.Tensor, low_logits: torch.Tensor, selection: Selection
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense and sparse logits (N, C) at the selected pixels.
+        """Dense and sparse logits (N, C) at the selected pixels of the uint8 images ``full``.
 
         The dense logits at a site are the low-resolution logits upsampled bilinearly to it (as
         a segmentation head upsamples), not the block's value: that tells the refiner and the
@@ -195,7 +205,9 @@ class SparseRefine(nn.Module):
                 context = gather_patches(low_logits, b, low_y, low_x, self.refiner.context)
                 context = F.softmax(context.unflatten(1, (-1, self.num_classes)), dim=2)
                 probs = torch.cat((probs, context.flatten(1)), dim=1)
-        rgb = gather_patches(full, b, y, x, self.refiner.patch)
+        rgb = gather_patches(full, b, y, x, self.refiner.patch).float()  # (N, patch² * 3)
+        mean, std = (v.flatten().repeat(self.refiner.patch**2) for v in (self.mean, self.std))
+        rgb = (rgb / 255.0 - mean) / std
         feats = self.refiner.features(rgb, selection.coords, full.shape[-2:], probs)
         sparse = SparseTensor(selection.coords, feats, full.shape[0], tuple(full.shape[-2:]))
         sparse_logits = self.refiner(sparse)
@@ -206,7 +218,8 @@ class SparseRefine(nn.Module):
     def forward(
         self, full: torch.Tensor, low_logits: torch.Tensor, timer: StageTimer | None = None
     ) -> RefineOutput:
-        """Select, refine and fuse, given normalized full-res images and dense logits."""
+        """Select, refine and fuse, given the uint8 full-resolution images (``preprocess``) and
+        the dense logits."""
 
         def stage(name: str):
             return nullcontext() if timer is None else timer(name)

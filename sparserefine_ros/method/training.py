@@ -183,7 +183,7 @@ def _forward(
     device = model.mean.device
     with torch.no_grad():
         if isinstance(dense, DenseTargets):
-            full, low_logits, teacher_at = model.normalize(images), dense.low_logits, dense.teacher
+            full, low_logits, teacher_at = images.to(device), dense.low_logits, dense.teacher
             low_logits = low_logits.to(device, torch.float32)
         else:
             if isinstance(dense, nn.Module):
@@ -193,7 +193,7 @@ def _forward(
 
             def teacher_at(coords: torch.Tensor) -> torch.Tensor:
                 b, y, x = coords.unbind(1)
-                return model.run_dense(dense, full)[b, :, y, x]
+                return model.run_dense(dense, model.normalize(full))[b, :, y, x]
 
     output = model(full, low_logits)
     teacher = None

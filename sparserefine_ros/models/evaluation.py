@@ -51,7 +51,7 @@ def dense_forward_ms(pipeline: SparseRefinePipeline, images: torch.Tensor) -> di
     resolution and at the pipeline's dense scale: their ratio is the ceiling of the speed-up
     SparseRefine can reach (everything else it does is overhead)."""
     model = pipeline.model
-    full, low = model.preprocess(images.to(pipeline.device))
+    full, low = model.normalize(images), model.preprocess(images)[1]
     times = {}
     for name, x in (("full", full), ("low", low)):
         start = time.perf_counter()
