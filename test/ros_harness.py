@@ -70,10 +70,11 @@ class NodeProcess:
         self._reader.join(timeout=5)
         return code
 
-    def stop(self) -> int:
-        """SIGINT, as Ctrl-C or `ros2 launch` would; returns the exit code."""
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        """SIGINT, as Ctrl-C or `ros2 launch` would (or ``sig``: systemd and docker send
+        SIGTERM); returns the exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(sig)
             try:
                 return self.wait_exit(timeout=30)
             except subprocess.TimeoutExpired:

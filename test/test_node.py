@@ -1,6 +1,7 @@
 """sparserefine_node as users run it: a real process, real rclpy topics, a real (tiny) model."""
 
 import math
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -359,6 +360,33 @@ def test_a_burst_is_served_newest_frame_first(model_dir, client):
                                           "frames_skipped_no_subscribers"))  # fmt: skip
         assert values["frames_received"] == handled, values
         assert values["frames_received"] <= sent
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_inference_drains_and_exits_cleanly(model_dir, client, sig):
+    """Frames keep coming and every output is subscribed, so the signal lands while the worker
+    infers or publishes: the worker must finish before the context goes, without a traceback."""
+    node = NodeProcess({"model": str(model_dir), "reliability": "reliable"})
+    try:
+        node.wait_for_log("serving")
+        outputs = [client.subscribe(Image, topic) for topic in OUTPUTS]
+        publisher = client.publisher(Image, "image", RELIABLE)
+        client.wait_for_subscribers(publisher)
+        rgb = scene(480, 640, seed=5)
+        client.resend_until(
+            lambda: publisher.publish(image_msg(rgb, "rgb8", stamp_ns=1)),
+            lambda: all(outputs),
+            node,
+            every=0.2,
+        )
+        for index in range(2, 12):  # a steady stream, then the signal in the middle of it
+            publisher.publish(image_msg(rgb, "rgb8", stamp_ns=index))
+            time.sleep(0.05)
+    finally:
+        code = node.stop(sig)
+    assert code == 0, node.log
+    for problem in ("Traceback", "RCLError", "context is invalid", "KeyboardInterrupt"):
+        assert problem not in node.log, node.log
 
 
 def test_no_subscribers_no_inference(model_dir, client):
