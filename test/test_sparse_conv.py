@@ -61,14 +61,15 @@ def assert_grads_match(sparse_out, dense_out, coords, inputs_sparse, inputs_dens
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("density", DENSITIES)
 @pytest.mark.parametrize("strategy", ["per_offset", "im2col"])
-def test_submanifold_conv_matches_conv2d(size, density, strategy):
-    x, _ = random_sparse(*size, channels=3, density=density, seed=7)
+@pytest.mark.parametrize(("c_in", "c_out"), [(3, 4), (6, 2)], ids=["widening", "narrowing"])
+def test_submanifold_conv_matches_conv2d(size, density, strategy, c_in, c_out):
+    x, _ = random_sparse(*size, channels=c_in, density=density, seed=7)
     feats = x.feats.requires_grad_()
-    weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(c_out, c_in, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(c_out, dtype=torch.float64, requires_grad=True)
     out = submanifold_conv3x3(x.replace(feats), weight, bias, strategy=strategy)
 
-    dense_in = _scatter(torch.zeros(size[0], 3, *size[1:], dtype=torch.float64), x)
+    dense_in = _scatter(torch.zeros(size[0], c_in, *size[1:], dtype=torch.float64), x)
     dense_in.requires_grad_()
     dense_out = F.conv2d(dense_in, weight, bias, padding=1)
     torch.testing.assert_close(out.feats, at_sites(dense_out, x.coords), rtol=0, atol=1e-12)

@@ -55,7 +55,21 @@ def submanifold_conv3x3(
     feats = x.feats
     # (9, in, out): kernel offset k = ky * 3 + kx.
     kernel = weight.permute(2, 3, 1, 0).reshape(9, in_channels, out_channels)
-    if strategy == "im2col":
+    if out_channels < in_channels:
+        # Narrowing (a stem over wide per-site inputs): multiply every site by all 9 kernel
+        # taps first, then gather the narrow products; gathering the wide rows cost 3-4x more
+        # (217 -> 16 channels at 42k sites).
+        products = feats @ kernel.permute(1, 0, 2).reshape(in_channels, 9 * out_channels)
+        products = products.view(-1, 9, out_channels)
+        if strategy == "im2col":
+            padded = torch.cat((products, products.new_zeros(1, 9, out_channels)))
+            taps = torch.arange(9, device=feats.device)
+            out = padded[neighbour_map.neighbours, taps].sum(dim=1)
+        else:
+            out = products[:, 4].clone()
+            for k, in_rows, out_rows in neighbour_map.pairs():
+                out.index_put_((out_rows,), products[in_rows, k], accumulate=True)
+    elif strategy == "im2col":
         padded = torch.cat((feats, feats.new_zeros(1, in_channels)))
         columns = padded[neighbour_map.neighbours].reshape(x.num_sites, 9 * in_channels)
         out = columns @ kernel.reshape(9 * in_channels, out_channels)
