@@ -60,7 +60,7 @@ class DecodedSplit:
                 f"{len(missing)} images without gtFine labels, e.g. {missing[0]}"
             )
         self.dir = Path(root) / ".cache" / split
-        fingerprint = _fingerprint(self.samples)
+        self.fingerprint = fingerprint = _fingerprint(self.samples)
         index_path = self.dir / "index.json"
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         if index.get("fingerprint") != fingerprint:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -23,8 +24,10 @@ from sparserefine_ros.method.sparserefine import DenseModel, SparseRefine
 from sparserefine_ros.method.training import DenseTargets
 
 
-def _fingerprint(dense_model: DenseModel, model: SparseRefine, count: int, teacher: bool) -> str:
-    digest = hashlib.sha256(json.dumps([model.scale, count, teacher]).encode())
+def _fingerprint(
+    split: DecodedSplit, dense_model: DenseModel, model: SparseRefine, count: int, teacher: bool
+) -> str:
+    digest = hashlib.sha256(json.dumps([split.fingerprint, model.scale, count, teacher]).encode())
     for tensor in getattr(dense_model, "state_dict", dict)().values():
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
@@ -33,7 +36,9 @@ def _fingerprint(dense_model: DenseModel, model: SparseRefine, count: int, teach
 class DenseOutputs:
     """Dense-scale logits (float16, as ``run_dense`` gives them) of the first ``count`` images
     of ``split`` and, with ``teacher``, the model's own logits on the full-resolution image
-    (float16 at its output stride), under ``split``'s cache directory, keyed by the weights."""
+    (float16 at its output stride), under ``split``'s cache directory, keyed by the images and
+    the weights. The image size must be an integer multiple of the dense size (crops are cut
+    on whole dense pixels)."""
 
     def __init__(
         self,
@@ -51,12 +56,17 @@ class DenseOutputs:
             raise ValueError(f"dense outputs need images of one size, got {sorted(sizes)}")
         self.image_size = sizes.pop()
         self.teacher = bool(teacher)
-        key = _fingerprint(dense_model, model, self.count, self.teacher)
+        key = _fingerprint(split, dense_model, model, self.count, self.teacher)
         self.dir = split.dir.parent / "dense" / key
         if not (self.dir / "index.json").is_file():
             self._build(split, dense_model, model)
         index = json.loads((self.dir / "index.json").read_text())
         self.low_shape = tuple(index["low_shape"])
+        if self.image_size[0] % self.low_shape[1] or self.image_size[1] % self.low_shape[2]:
+            raise ValueError(
+                f"refiner training needs images ({self.image_size}) an integer multiple of the "
+                f"dense size ({self.low_shape[1:]}): choose another dense scale"
+            )
         self.teacher_shape = tuple(index["teacher_shape"]) if self.teacher else None
         self._low = np.memmap(self.dir / "low.f16", np.float16, "r").reshape(-1, *self.low_shape)
         if self.teacher:
@@ -71,9 +81,10 @@ class DenseOutputs:
         if isinstance(dense_model, torch.nn.Module):
             dense_model.eval()
         shapes = {}
+        teacher_path = self.dir / "teacher.f16"
         with (
             (self.dir / "low.f16").open("wb") as low_file,
-            (self.dir / "teacher.f16").open("wb") as teacher_file,
+            teacher_path.open("wb") if self.teacher else nullcontext() as teacher_file,
         ):
             for index in tqdm(range(self.count), desc="dense outputs", unit="img"):
                 image = torch.from_numpy(np.array(split.image(index)))
