@@ -156,6 +156,9 @@ def test_train_refiner_resume_calibrate_and_evaluate(data, dense, tmp_path):
     assert selection["dense_miou"] == pytest.approx(result["miou"]["dense_low"])
     assert selection["refined_miou"] == pytest.approx(result["miou"]["sparserefine"])
     assert selection["oracle_miou"] >= selection["dense_miou"]
+    # the full-resolution oracle comes with evaluate (it runs the dense model at full res)
+    assert 0.0 <= selection["full_oracle_miou"] <= 100.0 and selection["accuracy_full"] is not None
     for row in result["sweep"]:
         assert row["selection"]["refined_miou"] == pytest.approx(row["miou"])
+        assert row["selection"]["full_oracle_miou"] is not None
     assert (tmp_path / "curve.png").stat().st_size > 1000
