@@ -111,7 +111,7 @@ class DenseOutputs:
             window = self._low[
                 index, :, y // fy : (y + crop[0]) // fy, x // fx : (x + crop[1]) // fx
             ]
-            rows.append(torch.from_numpy(np.ascontiguousarray(window)))
+            rows.append(torch.from_numpy(np.array(window)))  # a copy: the memmap is read-only
         low_logits = torch.stack(rows).float()
         if not self.teacher:
             return DenseTargets(low_logits)
