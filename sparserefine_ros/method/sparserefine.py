@@ -156,22 +156,28 @@ class SparseRefine(nn.Module):
             low = F.interpolate(low, size, mode="area")
         return full, (low / 255.0 - self.mean) / self.std
 
-    def run_dense(self, dense_model: DenseModel, low: torch.Tensor) -> torch.Tensor:
-        """Dense logits (B, C, h, w) at the dense input size ``low.shape[-2:]``.
-
-        Models whose output is smaller (output stride 4 or 8) or larger are resized to it
-        bilinearly, as segmentation heads are; after that the method only upsamples nearest.
-        """
-        logits = dense_model(low)
+    def dense_output(self, dense_model: DenseModel, x: torch.Tensor) -> torch.Tensor:
+        """The dense model's logits (B, C, h', w') on normalized images ``x``, at its own output
+        stride, checked to be a logits tensor of this module's classes."""
+        logits = dense_model(x)
         if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
             raise TypeError("the dense model must return a logits tensor (B, C, h, w)")
         if logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"dense model gives {logits.shape[1]} classes, refiner has {self.num_classes}"
             )
+        return logits.float()
+
+    def run_dense(self, dense_model: DenseModel, low: torch.Tensor) -> torch.Tensor:
+        """Dense logits (B, C, h, w) at the dense input size ``low.shape[-2:]``.
+
+        Models whose output is smaller (output stride 4 or 8) or larger are resized to it
+        bilinearly, as segmentation heads are; after that the method only upsamples nearest.
+        """
+        logits = self.dense_output(dense_model, low)
         if logits.shape[-2:] != low.shape[-2:]:
             logits = F.interpolate(logits, low.shape[-2:], mode="bilinear", align_corners=False)
-        return logits.float()
+        return logits
 
     def select(self, low_logits: torch.Tensor, full_size: Sequence[int]) -> Selection:
         """Entropy and the choice at the dense resolution, each pixel weighted by the block of

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from .selection import bilinear_at
 from .sparserefine import DenseModel, RefineOutput, SparseRefine
 
 IGNORE_INDEX = 255
@@ -192,8 +193,8 @@ def _forward(
             low_logits = model.run_dense(dense, low)
 
             def teacher_at(coords: torch.Tensor) -> torch.Tensor:
-                b, y, x = coords.unbind(1)
-                return model.run_dense(dense, model.normalize(full))[b, :, y, x]
+                native = model.dense_output(dense, model.normalize(full))
+                return bilinear_at(native, *coords.unbind(1), full.shape[-2:])
 
     output = model(full, low_logits)
     teacher = None

@@ -93,7 +93,7 @@ class DenseOutputs:
                 shapes["low_shape"] = list(low_logits.shape)
                 low_file.write(low_logits.half().cpu().numpy().tobytes())
                 if self.teacher:
-                    native = dense_model(model.normalize(full))[0]
+                    native = model.dense_output(dense_model, model.normalize(full))[0]
                     shapes["teacher_shape"] = list(native.shape)
                     teacher_file.write(native.half().cpu().numpy().tobytes())
         tmp = self.dir / "index.json.tmp"
