@@ -73,3 +73,9 @@ def test_crops_must_fit_and_follow_the_dense_stride(split):
     for crop in ((33, 48), (32, 256)):
         with pytest.raises(ValueError, match="refiner crop"):
             RefinerCrops(split, outputs, crop, seed=0)
+
+
+def test_a_dense_model_without_weights_to_key_by_is_refused(split):
+    _, model = _models()
+    with pytest.raises(ValueError, match="cannot tell one"):
+        DenseOutputs(split, lambda x: x, model, count=1, teacher=False)

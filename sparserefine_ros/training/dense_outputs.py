@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,9 +28,19 @@ from sparserefine_ros.method.training import DenseTargets
 def _fingerprint(
     split: DecodedSplit, dense_model: DenseModel, model: SparseRefine, count: int, teacher: bool
 ) -> str:
+    """Key of the outputs: the images, the settings and the dense model's weights (a module's
+    tensors, or the graph file of an ONNX model)."""
     digest = hashlib.sha256(json.dumps([split.fingerprint, model.scale, count, teacher]).encode())
-    for tensor in getattr(dense_model, "state_dict", dict)().values():
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if isinstance(dense_model, torch.nn.Module):
+        for tensor in dense_model.state_dict().values():
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    elif isinstance(getattr(dense_model, "path", None), Path):
+        digest.update(dense_model.path.read_bytes())
+    else:
+        raise ValueError(
+            f"cannot tell one {type(dense_model).__name__} from another to cache its outputs: "
+            "train the refiner over a torch module or an ONNX file"
+        )
     return digest.hexdigest()[:16]
 
 
