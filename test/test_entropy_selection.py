@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sparserefine_ros.method import entropy, select_uncertain
+from sparserefine_ros.method.entropy import class_dtype, pixel_statistics
 
 
 def test_entropy_hand_values():
@@ -30,6 +31,18 @@ def test_entropy_reduces_over_class_dim_of_images():
     assert values.shape == (2, 3, 4)
     assert torch.all(values >= 0) and torch.all(values <= math.log(5) + 1e-6)
     torch.testing.assert_close(entropy(logits.movedim(1, -1), dim=-1), values)
+
+
+def test_pixel_statistics_are_the_entropy_and_argmax_in_the_smallest_class_type():
+    logits = torch.randn(2, 5, 3, 4)
+    values, classes = pixel_statistics(logits)
+    torch.testing.assert_close(values, entropy(logits))
+    assert classes.dtype == torch.uint8
+    assert torch.equal(classes.long(), logits.argmax(dim=1))
+    assert class_dtype(256) == torch.uint8 and class_dtype(257) == torch.int32
+    many = torch.zeros(1, 300, 1, 2)
+    many[0, 299, 0, 1] = 1.0  # class 299 does not fit a byte
+    assert pixel_statistics(many)[1].tolist() == [[[0, 299]]]
 
 
 ENTROPY = torch.tensor(

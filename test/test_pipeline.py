@@ -106,15 +106,18 @@ def test_deterministic():
     assert torch.equal(first.refine_mask, second.refine_mask)
 
 
-def test_compiled_dense_model_gives_the_eager_classes():
-    """``compile_mode`` runs the dense model through torch.compile (inductor's C++ on the CPU)."""
+def test_compiled_pipeline_gives_the_eager_outputs():
+    """``compile_mode`` runs the dense model and the per-pixel statistics through torch.compile
+    (inductor's C++ on the CPU)."""
     eager = make_pipeline()
     compiled = SparseRefinePipeline(eager.dense_model, eager.model, compile_mode="default")
     assert compiled.dense_model is not eager.dense_model
+    assert compiled.statistics is not eager.statistics
     images = random_images()
     expected, result = eager(images), compiled(images)
     assert (result.classes == expected.classes).float().mean() > 0.999
     assert torch.equal(result.refine_mask, expected.refine_mask)
+    torch.testing.assert_close(result.entropy, expected.entropy)
 
 
 def test_unknown_compile_mode_is_refused():

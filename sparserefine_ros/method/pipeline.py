@@ -11,14 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .selection import (
-    Selection,
-)
-from .sparserefine import (
-    DenseModel,
-    SparseRefine,
-    class_maps,
-)
+from .entropy import pixel_statistics
+from .selection import Selection
+from .sparserefine import DenseModel, SparseRefine, class_maps
 from .timing import StageTimer
 
 
@@ -49,8 +44,8 @@ class SegmentationResult:
         return self.selection.num_selected().tolist()
 
 
-# ``torch.compile`` modes of the dense model; "none" runs it eagerly ("off" would be read as
-# false from a YAML parameter file).
+# ``torch.compile`` modes of the dense model and the per-pixel statistics; "none" runs them
+# eagerly ("off" would be read as false from a YAML parameter file).
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
@@ -61,9 +56,10 @@ class SparseRefinePipeline:
     logits (B, C, h', w'); it runs at ``sparserefine.scale`` times the input resolution. All
     images of one call (e.g. several cameras) share a size and run as one batch.
 
-    ``compile_mode`` other than ``"none"`` wraps the dense model in ``torch.compile``: on an H200
-    it raised SegFormer throughput 1.2-1.5x, HRNet's by -8% to +43% (docs/gpu.md). The first
-    frame of each new size compiles (gpu-check's ``warmup_s``); a CPU needs a C++ compiler.
+    ``compile_mode`` other than ``"none"`` wraps the dense model and ``pixel_statistics`` (entropy
+    and class map, one fused pass over the logits instead of six) in ``torch.compile``: on an
+    H200 it raised SegFormer throughput 1.2-1.5x, HRNet's by -8% to +43% (docs/gpu.md). The
+    first frame of each new size compiles (gpu-check's ``warmup_s``); a CPU needs a C++ compiler.
     """
 
     def __init__(
@@ -80,8 +76,10 @@ class SparseRefinePipeline:
         self.device = torch.device(device)
         if isinstance(dense_model, nn.Module):
             dense_model = dense_model.to(self.device).eval()
+        self.statistics = pixel_statistics
         if compile_mode != "none":
             dense_model = torch.compile(dense_model, mode=compile_mode)
+            self.statistics = torch.compile(pixel_statistics, mode=compile_mode, dynamic=False)
         self.dense_model = dense_model
         self.model = sparserefine.to(self.device).eval()
 
@@ -94,10 +92,10 @@ class SparseRefinePipeline:
                 full, low = self.model.preprocess(images.to(self.device))
             with timer("dense"):
                 low_logits = self.model.run_dense(self.dense_model, low)
-            output = self.model(full, low_logits, timer)
+            output = self.model(full, low_logits, timer, self.statistics)
             selection = output.selection
             with timer("fuse"):
-                classes, dense_classes = class_maps(low_logits, output)
+                classes, dense_classes = class_maps(output)
             result = SegmentationResult(
                 classes=classes.cpu(),
                 dense_classes=dense_classes.cpu(),

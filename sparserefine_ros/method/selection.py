@@ -21,6 +21,7 @@ class Selection:
     """
 
     low_entropy: torch.Tensor  # (B, h, w) float32
+    low_classes: torch.Tensor  # (B, h, w) class_dtype(C): the dense prediction
     low_mask: torch.Tensor  # (B, h, w) bool
     coords: torch.Tensor  # (N, 3) int64 [batch, y, x] at full resolution, raster order
     rows: torch.Tensor  # (H,) int64

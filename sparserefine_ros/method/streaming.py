@@ -186,9 +186,9 @@ class StreamedPipeline:
                     full.record_stream(stream)
                     low_logits.record_stream(stream)
                 with timer("total"):
-                    output = self.pipeline.model(full, low_logits, timer)
+                    output = self.pipeline.model(full, low_logits, timer, self.pipeline.statistics)
                     with timer("fuse"):
-                        classes, dense_classes = class_maps(low_logits, output)
+                        classes, dense_classes = class_maps(output)
                     # Non-blocking device-to-host copies land in pinned memory; a no-op on the CPU.
                     handle._host = {
                         "classes": classes.to("cpu", non_blocking=True),

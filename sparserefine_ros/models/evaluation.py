@@ -23,6 +23,7 @@ from tqdm import tqdm
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
 from sparserefine_ros.evaluation.selection import SelectionDiagnostic
+from sparserefine_ros.method.entropy import class_map
 from sparserefine_ros.method.pipeline import SparseRefinePipeline
 from sparserefine_ros.method.selection import upsample_nearest
 
@@ -40,8 +41,8 @@ def dense_predict(
     upsampled nearest as the pipeline does."""
     model, images = pipeline.model, images.to(pipeline.device)
     if full_resolution:
-        return model.run_dense(pipeline.dense_model, model.normalize(images)).argmax(dim=1).cpu()
-    classes = model.run_dense(pipeline.dense_model, model.preprocess(images)[1]).argmax(dim=1)
+        return class_map(model.run_dense(pipeline.dense_model, model.normalize(images))).cpu()
+    classes = class_map(model.run_dense(pipeline.dense_model, model.preprocess(images)[1]))
     return upsample_nearest(classes, images.shape[-2:]).cpu()
 
 

@@ -70,9 +70,9 @@ _PARAMETERS = {
     ),
     "compile_mode": (
         "none",
-        "torch.compile of the dense model: none, default, reduce-overhead or "
-        "max-autotune-no-cudagraphs (paper-sized models on GPUs; it compiles at the first frame "
-        "of each size; docs/gpu.md).",
+        "torch.compile of the dense model and the per-pixel entropy and class map: none, "
+        "default, reduce-overhead or max-autotune-no-cudagraphs (it compiles at the first frame "
+        "of each size; README Performance, docs/gpu.md).",
         {},
     ),
     "cameras": (

@@ -13,6 +13,7 @@ import torch
 
 from sparserefine_ros.evaluation.selection import selection_sentence
 from sparserefine_ros.method.errors import CheckpointError
+from sparserefine_ros.method.pipeline import COMPILE_MODES
 from sparserefine_ros.models.evaluation import (
     MODES,
     evaluate_segmenter,
@@ -36,6 +37,9 @@ def register(subparsers) -> None:
     parser.add_argument("--max-fraction", type=float, help="override the calibrated budget")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="none",
+                        help="torch.compile the dense model and the per-pixel statistics "
+                        "(every mode; the first image compiles)")  # fmt: skip
     parser.add_argument(
         "--sweep-taus", type=parse_floats, help="also sweep these taus, e.g. 0.1,0.3"
     )
@@ -52,7 +56,7 @@ def run(args) -> int:
                           ("max_fraction", args.max_fraction)) if v is not None
     }  # fmt: skip
     try:
-        pipeline = init_model(args.model, args.device, **overrides)
+        pipeline = init_model(args.model, args.device, args.compile_mode, **overrides)
         result = evaluate_segmenter(pipeline, args.data, args.split, args.size, args.limit)
         if args.sweep_taus:
             result["sweep"] = sweep_segmenter(
