@@ -17,6 +17,7 @@ COMMANDS = (
     "replay",
     "gpu_check",
     "qos_bench",
+    "soak",
 )
 
 
