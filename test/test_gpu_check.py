@@ -100,3 +100,19 @@ def test_a_model_that_fails_is_recorded_and_the_run_goes_on(tmp_path):
     assert [m["name"] for m in models] == ["hrnet", "hrnet-synth"]
     assert all("max_in_flight must be >= 1" in m["error"] for m in models)
     assert "max_in_flight must be >= 1" in out.with_suffix(".md").read_text()
+
+
+def test_batch_times_several_cameras_per_batch(tmp_path):
+    out = tmp_path / "check.json"
+    argv = ["--quick", "--json", str(out), "--models", "hrnet", "--batch", "1", "3"]
+    assert gpu_check.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["batch"] == [1, 3]
+    (model,) = report["models"]
+    assert set(model["cameras"]) == {"1", "3"}
+    for count, timings in model["cameras"].items():
+        assert set(timings) == {"dense_full_res", "dense_low_res", "sequential", "streamed_fp32"}
+        for timing in timings.values():
+            assert timing["camera_frames_per_s"] == timing["frames_per_s"] * int(count) > 0
+    table = out.with_suffix(".md").read_text()
+    assert "Cameras served as one batch" in table and "| hrnet | 3 |" in table

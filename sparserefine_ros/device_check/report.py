@@ -65,7 +65,36 @@ def markdown_table(report: dict) -> str:
             "yes" if c["streamed_equals_sequential"] else "no",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if settings.get("batch"):
+        lines += ["", *cameras_table(report)]
     return "\n".join(lines)
+
+
+CAMERA_COLUMNS = ("dense_full_res", "dense_low_res", "sequential", "streamed_fp32")
+
+
+def cameras_table(report: dict) -> list[str]:
+    """Several cameras per batch: per-camera frames/s and batch latency."""
+    head = ["model", "cameras", "full-res dense", "low-res dense", "SparseRefine sequential",
+            "SparseRefine streamed", "SparseRefine streamed / full-res dense"]  # fmt: skip
+    lines = [
+        "Cameras served as one batch; cells: frames/s per camera, median batch latency ms",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for entry in report["models"]:
+        for count, timings in entry.get("cameras", {}).items():
+            cells = [f"{timings[k]['camera_frames_per_s']:.2f} / {timings[k]['latency_ms']:.0f}"
+                     for k in CAMERA_COLUMNS]  # fmt: skip
+            ratio = (
+                timings["streamed_fp32"]["camera_frames_per_s"]
+                / timings["dense_full_res"]["camera_frames_per_s"]
+            )
+            lines.append(
+                f"| {entry['name']} | {count} | " + " | ".join(cells) + f" | {ratio:.2f}x |"
+            )
+    return lines
 
 
 def last_line_of(text: str) -> str:

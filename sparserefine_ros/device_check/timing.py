@@ -84,6 +84,40 @@ def time_model(
     return timings
 
 
+def time_cameras(
+    pipeline: SparseRefinePipeline,
+    scenes: list[torch.Tensor],
+    cameras: list[int],
+    frames: int,
+    warmup: int,
+    max_in_flight: int,
+) -> dict[str, dict]:
+    """Several cameras of one size served as one batch (``cameras`` = images per batch): per
+    camera frames/s and batch latency of the dense passes and of SparseRefine, sequential and
+    streamed (fp32). Each batch holds different scenes, so the selections differ per image."""
+    results = {}
+    dense_alone = partial(dense_predict, pipeline)
+    for count in cameras:
+        stacked = [
+            torch.cat([scenes[(i + k) % len(scenes)] for k in range(count)])
+            for i in range(len(scenes))
+        ]
+        batches = [stacked[i % len(stacked)] for i in range(frames)]
+        warm = [stacked[i % len(stacked)] for i in range(warmup)]
+        entry = {
+            "dense_full_res": time_calls(partial(dense_alone, full_resolution=True), batches, warm),
+            "dense_low_res": time_calls(partial(dense_alone, full_resolution=False), batches, warm),
+            "sequential": time_calls(pipeline, batches, warm),
+            "streamed_fp32": time_stream(StreamedPipeline(pipeline, max_in_flight), batches, warm)[
+                0
+            ],
+        }
+        for timing in entry.values():
+            timing["camera_frames_per_s"] = timing["frames_per_s"] * count
+        results[str(count)] = entry
+    return results
+
+
 @torch.inference_mode()
 def dense_gflops(model: SparseRefine, dense: Callable, images: torch.Tensor) -> float:
     """Floating-point operations (multiply-adds count 2) of one dense pass at full resolution."""

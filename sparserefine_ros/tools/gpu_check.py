@@ -30,7 +30,7 @@ import torch
 
 from sparserefine_ros.device_check.correctness import check_correctness
 from sparserefine_ros.device_check.report import describe_environment, markdown_table
-from sparserefine_ros.device_check.timing import profile_stages, time_model
+from sparserefine_ros.device_check.timing import profile_stages, time_cameras, time_model
 from sparserefine_ros.device_check.zoo import PAPER_SIZED, model_zoo, scene_batches
 from sparserefine_ros.method.errors import CheckpointError
 from sparserefine_ros.method.pipeline import COMPILE_MODES, SparseRefinePipeline
@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=[p for p in PRECISIONS if p != "fp32"],
         help="autocast runs of the streamed executor (default: bf16 fp16 on cuda, bf16 on cpu)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="also time N cameras of --size served as one batch, for each N (e.g. 1 2 4 6)",
     )
     parser.add_argument(
         "--max-in-flight", type=int, default=2, help="batches in flight in the streamed runs"
@@ -142,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             "precisions": precisions,
             "max_in_flight": args.max_in_flight,
             "compile": args.compile and args.compile_mode,
+            "batch": args.batch or [],
             "quick": args.quick,
         },
         "models": [],
@@ -170,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"{name}: timing at {size[0]}x{size[1]}", flush=True)
             entry["timings"] = time_model(device_pipeline, timed, frames, warmup, precisions, args)
+            if args.batch:
+                print(f"{name}: timing {args.batch} cameras per batch", flush=True)
+                entry["cameras"] = time_cameras(
+                    device_pipeline, timed, args.batch, frames, warmup, args.max_in_flight
+                )
             if args.profile:
                 profile_stages(name, device_pipeline, timed, args)
         except Exception as error:  # one GPU run reports every model it can
