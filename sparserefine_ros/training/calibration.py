@@ -11,10 +11,9 @@ import torch
 
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
+from sparserefine_ros.method.entropy import class_map
 from sparserefine_ros.method.sparserefine import SparseRefine, class_maps
-from sparserefine_ros.models.segmenter import (
-    with_overrides,
-)
+from sparserefine_ros.models.segmenter import with_overrides
 
 
 @dataclass
@@ -63,7 +62,7 @@ def calibrate(
         image, label = dataset[index]
         images = image[None].to(device)
         start = time.perf_counter()
-        model.run_dense(dense_model, model.normalize(images)).argmax(dim=1)
+        class_map(model.run_dense(dense_model, model.normalize(images)))
         full_latency.append(_ms_since(start))
         start = time.perf_counter()
         full, low = model.preprocess(images)
