@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .entropy import pixel_statistics
+from .fixed_stage import fixed_sparse_stage
 from .selection import Selection
 from .sparserefine import DenseModel, SparseRefine, class_maps
 from .timing import StageTimer
@@ -60,6 +61,11 @@ class SparseRefinePipeline:
     and class map, one fused pass over the logits instead of six) in ``torch.compile``: on an
     H200 it raised SegFormer throughput 1.2-1.5x, HRNet's by -8% to +43% (docs/gpu.md). The
     first frame of each new size compiles (gpu-check's ``warmup_s``); a CPU needs a C++ compiler.
+
+    ``fixed_stage`` runs selection, refinement and fusion as ``fixed_sparse_stage`` (tensors of
+    fixed shape, the same classes; it needs a budget and a whole-number scale factor); with
+    ``compile_mode`` it is compiled as one graph (``fullgraph=True``), stage timings then report
+    it whole as ``refine``.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class SparseRefinePipeline:
         sparserefine: SparseRefine,
         device: str | torch.device = "cpu",
         compile_mode: str = "none",
+        fixed_stage: bool = False,
     ) -> None:
         if compile_mode not in COMPILE_MODES:
             raise ValueError(
@@ -76,12 +83,36 @@ class SparseRefinePipeline:
         self.device = torch.device(device)
         if isinstance(dense_model, nn.Module):
             dense_model = dense_model.to(self.device).eval()
+        if fixed_stage and sparserefine.max_fraction is None:
+            raise ValueError("fixed_stage needs a budget: the refiner's max_fraction is None")
         self.statistics = pixel_statistics
+        self.fixed_stage = fixed_sparse_stage if fixed_stage else None
         if compile_mode != "none":
             dense_model = torch.compile(dense_model, mode=compile_mode)
             self.statistics = torch.compile(pixel_statistics, mode=compile_mode, dynamic=False)
+            if fixed_stage:
+                self.fixed_stage = torch.compile(
+                    fixed_sparse_stage, mode=compile_mode, fullgraph=True, dynamic=False
+                )
         self.dense_model = dense_model
         self.model = sparserefine.to(self.device).eval()
+
+    def sparse_stage(
+        self, full: torch.Tensor, low_logits: torch.Tensor, timer
+    ) -> tuple[torch.Tensor, torch.Tensor, Selection]:
+        """Select, refine and fuse on the device: refined and dense class maps (B, H, W) and
+        the selection; ``timer`` times the stages (the fixed stage as one)."""
+        if self.fixed_stage is None:
+            output = self.model(full, low_logits, timer, self.statistics)
+            with timer("fuse"):
+                classes, dense_classes = class_maps(output)
+            return classes, dense_classes, output.selection
+        with timer("refine"):
+            out = self.fixed_stage(self.model, full, low_logits)
+            selection = Selection.from_mask(
+                out.low_entropy, out.low_classes, out.low_mask, full.shape[-2:]
+            )
+        return out.classes, out.dense_classes, selection
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> SegmentationResult:
@@ -92,10 +123,7 @@ class SparseRefinePipeline:
                 full, low = self.model.preprocess(images.to(self.device))
             with timer("dense"):
                 low_logits = self.model.run_dense(self.dense_model, low)
-            output = self.model(full, low_logits, timer, self.statistics)
-            selection = output.selection
-            with timer("fuse"):
-                classes, dense_classes = class_maps(output)
+            classes, dense_classes, selection = self.sparse_stage(full, low_logits, timer)
             result = SegmentationResult(
                 classes=classes.cpu(),
                 dense_classes=dense_classes.cpu(),
@@ -103,7 +131,8 @@ class SparseRefinePipeline:
                 dense_size=tuple(low.shape[-2:]),
                 timings_ms=timer.ms,
             )
-        timer.ms.setdefault("refine", 0.0)  # skipped when nothing is selected
+        for stage in ("select", "refine", "fuse"):  # refine is skipped when nothing is selected
+            timer.ms.setdefault(stage, 0.0)
         return result
 
     def segment_numpy(self, image: np.ndarray) -> SegmentationResult:

@@ -45,6 +45,24 @@ class Selection:
         """Nearest-neighbour upsampling of a (B, h, w) map to (B, H, W)."""
         return _nearest(low, self.rows, self.cols)
 
+    @classmethod
+    def from_mask(
+        cls,
+        low_entropy: torch.Tensor,
+        low_classes: torch.Tensor,
+        low_mask: torch.Tensor,
+        full_size: Sequence[int],
+    ) -> Selection:
+        """The selection of the dense pixels ``low_mask`` (B, h, w), listed at ``full_size``."""
+        height, width = int(full_size[0]), int(full_size[1])
+        low_h, low_w = low_mask.shape[-2:]
+        rows, cols = nearest_indices((height, width), (low_h, low_w), low_mask.device)
+        coords = expand_blocks(
+            torch.nonzero(low_mask), block_spans(rows, low_h), block_spans(cols, low_w),
+            (height, width),
+        )  # fmt: skip
+        return cls(low_entropy, low_classes, low_mask, coords, rows, cols)
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Selection:
         return Selection(
             *(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self))

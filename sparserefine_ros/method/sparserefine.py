@@ -15,14 +15,7 @@ from torch.nn import functional as F
 from .ensembler import GatedEnsembler
 from .entropy import pixel_statistics, select_uncertain
 from .refiner import SparseRefiner
-from .selection import (
-    Selection,
-    bilinear_at,
-    block_spans,
-    expand_blocks,
-    gather_patches,
-    nearest_indices,
-)
+from .selection import Selection, bilinear_at, block_spans, gather_patches, nearest_indices
 from .sparse import DEFAULT_BACKEND, SparseTensor
 from .timing import StageTimer
 
@@ -194,41 +187,55 @@ class SparseRefine(nn.Module):
         height, width = int(full_size[0]), int(full_size[1])
         low_h, low_w = low_logits.shape[-2:]
         rows, cols = nearest_indices((height, width), (low_h, low_w), low_logits.device)
-        row_blocks, col_blocks = block_spans(rows, low_h), block_spans(cols, low_w)
         low_entropy, low_classes = statistics(low_logits)
-        areas = row_blocks[1][:, None] * col_blocks[1]
+        areas = block_spans(rows, low_h)[1][:, None] * block_spans(cols, low_w)[1]
         low_mask = select_uncertain(low_entropy, self.tau, self.max_fraction, areas)
-        coords = expand_blocks(torch.nonzero(low_mask), row_blocks, col_blocks, (height, width))
-        return Selection(low_entropy, low_classes, low_mask, coords, rows, cols)
+        return Selection.from_mask(low_entropy, low_classes, low_mask, (height, width))
 
     def refine(
         self, full: torch.Tensor, low_logits: torch.Tensor, selection: Selection
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense and sparse logits (N, C) at the selected pixels of the uint8 images ``full``.
+        """Dense and sparse logits (N, C) at the selected pixels of the uint8 images ``full``."""
+        coords = selection.coords
+        low_y, low_x = selection.rows[coords[:, 1]], selection.cols[coords[:, 2]]
+        dense_logits, feats = self.site_inputs(full, low_logits, coords, low_y, low_x)
+        sparse = SparseTensor(coords, feats, full.shape[0], tuple(full.shape[-2:]))
+        return dense_logits, self.sparse_logits(sparse, dense_logits)
+
+    def site_inputs(
+        self,
+        full: torch.Tensor,
+        low_logits: torch.Tensor,
+        coords: torch.Tensor,
+        low_y: torch.Tensor,
+        low_x: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense logits (N, C) and the refiner's input features at full-resolution sites
+        ``coords`` (N, 3) [batch, y, x], which lie in the dense pixels ``(low_y, low_x)``.
 
         The dense logits at a site are the low-resolution logits upsampled bilinearly to it (as
         a segmentation head upsamples), not the block's value: that tells the refiner and the
         ensembler where the site lies between the low-resolution pixel centres.
         """
-        b, y, x = selection.coords.unbind(1)
+        b, y, x = coords.unbind(1)
         dense_logits = bilinear_at(low_logits, b, y, x, full.shape[-2:])
         probs = None
         if self.refiner.use_probs:
             probs = F.softmax(dense_logits, dim=1)
             if self.refiner.context > 1:
-                low_y, low_x = selection.rows[y], selection.cols[x]
                 context = gather_patches(low_logits, b, low_y, low_x, self.refiner.context)
                 context = F.softmax(context.unflatten(1, (-1, self.num_classes)), dim=2)
                 probs = torch.cat((probs, context.flatten(1)), dim=1)
         rgb = gather_patches(full, b, y, x, self.refiner.patch).float()  # (N, patch² * 3)
         mean, std = (v.flatten().repeat(self.refiner.patch**2) for v in (self.mean, self.std))
         rgb = (rgb / 255.0 - mean) / std
-        feats = self.refiner.features(rgb, selection.coords, full.shape[-2:], probs)
-        sparse = SparseTensor(selection.coords, feats, full.shape[0], tuple(full.shape[-2:]))
-        sparse_logits = self.refiner(sparse)
-        if self.refiner.residual:
-            sparse_logits = sparse_logits + dense_logits
-        return dense_logits, sparse_logits
+        return dense_logits, self.refiner.features(rgb, coords, full.shape[-2:], probs)
+
+    def sparse_logits(self, sparse: SparseTensor, dense_logits: torch.Tensor) -> torch.Tensor:
+        """The refiner's logits at ``sparse``'s sites (a correction of the dense ones if
+        residual)."""
+        logits = self.refiner(sparse)
+        return logits + dense_logits if self.refiner.residual else logits
 
     def forward(
         self,

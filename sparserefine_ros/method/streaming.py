@@ -21,7 +21,6 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from .pipeline import SegmentationResult, SparseRefinePipeline
-from .sparserefine import class_maps
 from .timing import StageTimer
 
 # Autocast dtype per precision; None runs in float32 as the sequential pipeline does.
@@ -186,14 +185,14 @@ class StreamedPipeline:
                     full.record_stream(stream)
                     low_logits.record_stream(stream)
                 with timer("total"):
-                    output = self.pipeline.model(full, low_logits, timer, self.pipeline.statistics)
-                    with timer("fuse"):
-                        classes, dense_classes = class_maps(output)
+                    classes, dense_classes, selection = self.pipeline.sparse_stage(
+                        full, low_logits, timer
+                    )
                     # Non-blocking device-to-host copies land in pinned memory; a no-op on the CPU.
                     handle._host = {
                         "classes": classes.to("cpu", non_blocking=True),
                         "dense_classes": dense_classes.to("cpu", non_blocking=True),
-                        "selection": output.selection.to("cpu", non_blocking=True),
+                        "selection": selection.to("cpu", non_blocking=True),
                     }
             if stream is not None:
                 handle._done = torch.cuda.Event()
@@ -211,7 +210,8 @@ class StreamedPipeline:
         if handle._done is not None:
             handle._done.synchronize()
         host, ms = handle._host, handle._timer.ms
-        ms.setdefault("refine", 0.0)  # skipped when nothing is selected
+        for stage in ("select", "refine", "fuse"):  # refine is skipped when nothing is selected
+            ms.setdefault(stage, 0.0)
         handle._result = SegmentationResult(
             classes=host["classes"],
             dense_classes=host["dense_classes"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .maps import down_map, submanifold_map
+from .maps import FIXED_SHAPE, down_map, submanifold_map
 from .tensor import SparseTensor
 
 # When one gather + one GEMM (im2col) beats one small gather/GEMM/scatter per kernel offset, on
@@ -24,7 +24,10 @@ IM2COL_MIN_DENSITY = 0.10  # single-threaded CPU switch point
 
 
 def default_strategy(x: SparseTensor) -> str:
-    """im2col, except on a single CPU thread below ``IM2COL_MIN_DENSITY`` (measured above)."""
+    """im2col, except on a single CPU thread below ``IM2COL_MIN_DENSITY`` (measured above);
+    always im2col on maps of fixed shape (the per-offset pairs have data-dependent sizes)."""
+    if x.cache.get(FIXED_SHAPE):
+        return "im2col"
     single_cpu_thread = x.feats.device.type == "cpu" and torch.get_num_threads() == 1
     if single_cpu_thread and x.density < IM2COL_MIN_DENSITY:
         return "per_offset"

@@ -14,6 +14,10 @@ import torch
 
 from .tensor import SparseTensor
 
+# Cache key set by ``build_fixed_maps``: the maps of this input have shapes fixed by its number
+# of sites, and convolutions must not take data-dependent paths (the per-offset gather).
+FIXED_SHAPE = "fixed_shape"
+
 # Kernel offset k of a 3x3 kernel is (ky, kx) = divmod(k, 3), i.e. (dy, dx) = (ky - 1, kx - 1):
 # the layout of torch.nn.functional.conv2d weights, so weights compare one to one.
 _CENTER = 4
@@ -154,3 +158,69 @@ def build_maps(x: SparseTensor, num_levels: int) -> SparseTensor:
                 level.cache,
             )
     return x
+
+
+def build_fixed_maps(x: SparseTensor, num_levels: int, first_coarse: int) -> SparseTensor:
+    """The maps of ``build_maps`` with shapes that depend on ``x``'s number of sites only, for a
+    stage that ``torch.compile(fullgraph=True, dynamic=False)`` compiles as one graph.
+
+    Padding sites lie in a phantom last image (batch index ``x.batch_size - 1``): they are
+    computed like real ones but no real site ever reads them. Each coarser level has a fixed
+    number of slots, the real coarse sites first, in fine-site order, then padding:
+    ``first_coarse`` slots for the first down step (a bound on its real coarse sites, e.g. a
+    quarter of the sites when they come in aligned 2x2 blocks), as many as the fine level has
+    for the others, plus one padding slot each. Returns ``x`` (its cache filled).
+    """
+    x.cache[FIXED_SHAPE] = True
+    level, slots = x, first_coarse
+    for index in range(num_levels):
+        submanifold_map(level)
+        if index + 1 < num_levels:
+            link = _fixed_down_map(level, slots)
+            level.cache[("down", level.stride)] = link
+            level = SparseTensor(
+                link.coarse_coords,
+                level.feats.new_empty(link.coarse_coords.shape[0], 0),
+                level.batch_size,
+                link.coarse_shape,
+                level.stride * 2,
+                level.cache,
+            )
+            slots = level.num_sites
+    return x
+
+
+def _fixed_down_map(x: SparseTensor, slots: int) -> DownMap:
+    """``_build_down_map`` without ``nonzero``: coarse sites in ``slots + 1`` rows (real ones
+    first, then padding), chosen by the first fine site of each occupied coarse cell."""
+    height, width = x.spatial_shape
+    coarse_h, coarse_w = (height + 1) // 2, (width + 1) // 2
+    device = x.coords.device
+    num_fine, phantom = x.num_sites, x.batch_size - 1
+    b, y, xx = x.coords.unbind(1)
+    real = b < phantom
+    trash = phantom * coarse_h * coarse_w  # one cell past the real images' cells
+    flat = torch.where(real, (b * coarse_h + y // 2) * coarse_w + xx // 2, trash)
+    sites = torch.arange(num_fine, device=device)
+    first = torch.full((trash + 1,), num_fine, dtype=torch.int64, device=device)
+    first = first.scatter_reduce(0, flat, sites, "amin")
+    leader = real & (first[flat] == sites)
+    padding = slots  # the last row, where every padding fine site's parent lies
+    slot = torch.where(leader, torch.cumsum(leader, 0) - 1, padding)
+    cell_slot = torch.full((trash + 1,), padding, dtype=torch.int64, device=device)
+    cell_slot = cell_slot.scatter(0, torch.where(leader, flat, trash), slot)
+    parent = torch.where(real, cell_slot[flat], padding)
+    fine_index = parent * 4 + (y % 2) * 2 + xx % 2
+    table = torch.full(((slots + 1) * 4,), num_fine, dtype=torch.int64, device=device)
+    table = table.scatter(0, fine_index, sites)
+    phantom_site = torch.tensor([phantom, 0, 0], device=device)
+    coarse = torch.where(leader[:, None], torch.stack((b, y // 2, xx // 2), dim=1), phantom_site)
+    coarse_coords = phantom_site.repeat(slots + 1, 1).index_copy(0, slot, coarse)
+    return DownMap(
+        x.coords,
+        x.spatial_shape,
+        coarse_coords,
+        (coarse_h, coarse_w),
+        table.view(-1, 4),
+        fine_index,
+    )
