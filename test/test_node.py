@@ -121,10 +121,11 @@ def test_single_camera_publishes_every_output_at_input_size(model_dir, client):
         assert len(info[0].colors) == 5
 
 
-def test_compile_mode_serves_the_eager_classes(model_dir, client):
-    """``compile_mode: default``: the node compiles the dense model at its first frame (inductor's
-    C++ on the CPU) and then serves the classes the eager pipeline gives."""
-    with serving(model_dir, compile_mode="default") as node:
+def test_compiled_fixed_stage_serves_the_eager_classes(model_dir, client):
+    """``compile_mode: default`` with ``fixed_stage``: the node compiles the dense model and the
+    fixed-shape sparse stage (one graph) at its first frame (inductor's C++ on the CPU) and then
+    serves the classes the eager pipeline gives."""
+    with serving(model_dir, compile_mode="default", fixed_stage=True) as node:
         segmentation = client.subscribe(Image, "segmentation")
         publisher = client.publisher(Image, "image")
         client.wait_for_subscribers(publisher)

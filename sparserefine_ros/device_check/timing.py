@@ -61,7 +61,9 @@ def time_model(
     }
     variants = [(f"streamed_{p}", pipeline, p) for p in ["fp32", *precisions]]
     if args.compile:
-        compiled = SparseRefinePipeline(dense, model, device, compile_mode=args.compile_mode)
+        compiled = SparseRefinePipeline(
+            dense, model, device, compile_mode=args.compile_mode, fixed_stage=args.fixed_stage
+        )
         variants.append((COMPILED, compiled, "fp32"))
     reference = None
     for key, runner, precision in variants:

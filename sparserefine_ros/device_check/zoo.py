@@ -87,7 +87,8 @@ def random_pipeline(
     family: str, calibration: list[torch.Tensor], fraction: float, config: dict
 ) -> SparseRefinePipeline:
     """Family ``family`` with random weights; ``tau`` selects ``fraction`` of the pixels of the
-    ``calibration`` images (the timed ones), as a trained model's calibration would."""
+    ``calibration`` images (the timed ones), as a trained model's calibration would, and a
+    budget of ``fraction`` bounds every frame (what the fixed-shape stage needs)."""
     dense = build_dense_model(family, NUM_CLASSES, **config).eval()
     refiner = SparseRefine(NUM_CLASSES)
     with torch.inference_mode():
@@ -97,5 +98,5 @@ def random_pipeline(
                 for x in calibration
             ]
         )
-    refiner.tau = float(torch.quantile(values, 1.0 - fraction))
+    refiner.tune(float(torch.quantile(values, 1.0 - fraction)), fraction)
     return SparseRefinePipeline(dense, refiner, "cpu")

@@ -324,8 +324,9 @@ class SegmenterPipeline(SparseRefinePipeline):
         palette: np.ndarray,
         device: str | torch.device = "cpu",
         compile_mode: str = "none",
+        fixed_stage: bool = False,
     ) -> None:
-        super().__init__(dense_model, sparserefine, device, compile_mode)
+        super().__init__(dense_model, sparserefine, device, compile_mode, fixed_stage)
         self.class_names = list(class_names)
         self.palette = np.asarray(palette, dtype=np.uint8)
 
@@ -347,11 +348,12 @@ def init_model(
     name_or_path: str | Path,
     device: str | torch.device = "cpu",
     compile_mode: str = "none",
+    fixed_stage: bool = False,
     **overrides,
 ) -> SegmenterPipeline:
     """Inference pipeline of a checkpoint (shipped name or directory); ``overrides`` may set
     ``scale``, ``tau`` and ``max_fraction`` in place of the calibrated values; ``compile_mode``
-    is ``SparseRefinePipeline``'s."""
+    and ``fixed_stage`` are ``SparseRefinePipeline``'s."""
     segmenter = load_segmenter(name_or_path, device)
     if segmenter.refiner is None:
         raise SegmenterError(
@@ -361,7 +363,7 @@ def init_model(
     refiner = with_overrides(segmenter.refiner, **overrides)
     return SegmenterPipeline(
         segmenter.dense_model, refiner, segmenter.class_names, segmenter.palette, device,
-        compile_mode,
+        compile_mode, fixed_stage,
     )  # fmt: skip
 
 

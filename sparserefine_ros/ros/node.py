@@ -56,6 +56,7 @@ class SparseRefineNode(Node):
             self.config.model or DEFAULT_MODEL,
             device=torch_device(self.config.device),
             compile_mode=self.config.compile_mode,
+            fixed_stage=self.config.fixed_stage,
             **({} if scale is None else {"scale": scale}),
         )
         refiner = self.pipeline.model

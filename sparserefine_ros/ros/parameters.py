@@ -38,6 +38,7 @@ class NodeConfig:
     device: str
     precision: str
     compile_mode: str
+    fixed_stage: bool
     cameras: tuple[str, ...]
     input_transport: str
     reliability: str
@@ -73,6 +74,14 @@ _PARAMETERS = {
         "torch.compile of the dense model and the per-pixel entropy and class map: none, "
         "default, reduce-overhead or max-autotune-no-cudagraphs (it compiles at the first frame "
         "of each size; README Performance, docs/gpu.md).",
+        {},
+    ),
+    "fixed_stage": (
+        False,
+        "Run selection, refinement and fusion on tensors of fixed shape (the same classes; "
+        "needs a pixel budget and a whole number of camera pixels per dense pixel), compiled as "
+        "one graph with compile_mode: what CUDA graphs (reduce-overhead) need. Off where it does "
+        "not pay, as on the CPU (README Performance).",
         {},
     ),
     "cameras": (
@@ -203,6 +212,7 @@ def _check(values: dict) -> NodeConfig:
         device=values["device"],
         precision=values["precision"],
         compile_mode=values["compile_mode"],
+        fixed_stage=values["fixed_stage"],
         cameras=cameras,
         input_transport=values["input_transport"],
         reliability=values["reliability"],

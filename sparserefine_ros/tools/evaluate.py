@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--compile-mode", choices=COMPILE_MODES, default="none",
                         help="torch.compile the dense model and the per-pixel statistics "
                         "(every mode; the first image compiles)")  # fmt: skip
+    parser.add_argument("--fixed-stage", action="store_true",
+                        help="run SparseRefine's sparse stage on fixed shapes (compiled as one "
+                        "graph with --compile-mode)")  # fmt: skip
     parser.add_argument(
         "--sweep-taus", type=parse_floats, help="also sweep these taus, e.g. 0.1,0.3"
     )
@@ -56,7 +59,8 @@ def run(args) -> int:
                           ("max_fraction", args.max_fraction)) if v is not None
     }  # fmt: skip
     try:
-        pipeline = init_model(args.model, args.device, args.compile_mode, **overrides)
+        pipeline = init_model(args.model, args.device, args.compile_mode, args.fixed_stage,
+                              **overrides)  # fmt: skip
         result = evaluate_segmenter(pipeline, args.data, args.split, args.size, args.limit)
         if args.sweep_taus:
             result["sweep"] = sweep_segmenter(

@@ -103,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile mode (reduce-overhead replays the dense model as a CUDA graph)",
     )
     parser.add_argument(
+        "--fixed-stage",
+        action="store_true",
+        help="the --compile variant also compiles the fixed-shape sparse stage as one graph "
+        "(with --compile-mode reduce-overhead: replayed as a CUDA graph)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="TXT",
@@ -149,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             "precisions": precisions,
             "max_in_flight": args.max_in_flight,
             "compile": args.compile and args.compile_mode,
+            "fixed_stage": args.fixed_stage,
             "batch": args.batch or [],
             "quick": args.quick,
         },
