@@ -16,6 +16,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from sparserefine_ros.msg import ClassInfo, SegmentationStats
 from sparserefine_ros.ros.health import PeriodCounts
+from sparserefine_ros.ros.image_codec import OUTPUTS
 from sparserefine_ros.ros.parameters import NodeConfig
 
 _OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -75,18 +76,15 @@ class Camera:
                 Image, f"{prefix}image", lambda m: on_frame(self, m), qos
             )
         self.topic = subscription.topic_name  # after remapping, for the log
-        self.segmentation = node.create_publisher(Image, f"{prefix}segmentation", _OUTPUT_QOS)
-        self.color = node.create_publisher(Image, f"{prefix}segmentation_color", _OUTPUT_QOS)
-        self.overlay = node.create_publisher(Image, f"{prefix}overlay", _OUTPUT_QOS)
-        self.entropy = node.create_publisher(Image, f"{prefix}entropy", _OUTPUT_QOS)
-        self.refine_mask = node.create_publisher(Image, f"{prefix}refine_mask", _OUTPUT_QOS)
+        # The image outputs by name (``image_codec.OUTPUTS``), then the per-frame statistics.
+        self.outputs = {
+            name: node.create_publisher(Image, f"{prefix}{name}", _OUTPUT_QOS) for name in OUTPUTS
+        }
         self.stats = node.create_publisher(
             SegmentationStats, f"{prefix}segmentation_stats", _OUTPUT_QOS
         )
         self.class_info = node.create_publisher(ClassInfo, f"{prefix}class_info", _LATCHED_QOS)
-        self._outputs = (
-            self.segmentation, self.color, self.overlay, self.entropy, self.refine_mask, self.stats
-        )  # fmt: skip
 
     def has_subscribers(self) -> bool:
-        return any(publisher.get_subscription_count() > 0 for publisher in self._outputs)
+        publishers = (*self.outputs.values(), self.stats)
+        return any(publisher.get_subscription_count() > 0 for publisher in publishers)

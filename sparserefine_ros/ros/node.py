@@ -33,14 +33,13 @@ from sparserefine_ros.msg import ClassInfo, SegmentationStats
 from sparserefine_ros.ros.camera import Camera
 from sparserefine_ros.ros.device import EXIT_DEVICE_LOST, class_id_format, device_lost, torch_device
 from sparserefine_ros.ros.health import PeriodCounts, camera_health
-from sparserefine_ros.ros.image_codec import to_image_msg
+from sparserefine_ros.ros.image_codec import output_messages
 from sparserefine_ros.ros.parameters import (
     ParameterError,
     check_tunable,
     declare_and_read,
 )
 from sparserefine_ros.segmentation_stats import segmentation_stats_fields
-from sparserefine_ros.visualization import colorize, overlay
 
 _WARN_THROTTLE_S = 5.0
 _LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN,
@@ -258,23 +257,15 @@ class SparseRefineNode(Node):
 
     def _publish(self, camera: Camera, header, rgb: np.ndarray, result, index: int) -> None:
         dtype, encoding = self.class_ids
-        classes = result.classes[index].numpy().astype(dtype)
-        if camera.segmentation.get_subscription_count():
-            camera.segmentation.publish(to_image_msg(classes, encoding, header))
-        want_color = camera.color.get_subscription_count() > 0
-        want_overlay = camera.overlay.get_subscription_count() > 0
-        if want_color or want_overlay:
-            color = colorize(classes, self.palette)
-            if want_color:
-                camera.color.publish(to_image_msg(color, "rgb8", header))
-            if want_overlay:
-                blended = overlay(rgb, color, self.overlay_alpha)
-                camera.overlay.publish(to_image_msg(blended, "rgb8", header))
-        if camera.entropy.get_subscription_count():
-            camera.entropy.publish(to_image_msg(result.entropy[index].numpy(), "32FC1", header))
-        if camera.refine_mask.get_subscription_count():
-            mask = result.refine_mask[index].numpy().astype(np.uint8) * 255
-            camera.refine_mask.publish(to_image_msg(mask, "mono8", header))
+        publishers = camera.outputs
+        wanted = [name for name, pub in publishers.items() if pub.get_subscription_count()]
+        messages = output_messages(
+            wanted, header, rgb, result.classes[index].numpy().astype(dtype),
+            lambda: result.entropy[index].numpy(), lambda: result.refine_mask[index].numpy(),
+            self.palette, self.overlay_alpha, encoding,
+        )  # fmt: skip
+        for name, message in messages.items():
+            publishers[name].publish(message)
         latency_ms = self._latency_ms(header)
         if camera.stats.get_subscription_count():
             fields = segmentation_stats_fields(result, index, self.pipeline.model)

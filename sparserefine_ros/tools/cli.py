@@ -18,6 +18,7 @@ COMMANDS = (
     "gpu_check",
     "qos_bench",
     "soak",
+    "publish_bench",
 )
 
 
