@@ -144,20 +144,7 @@ def build_maps(x: SparseTensor, num_levels: int) -> SparseTensor:
     Returns ``x`` unchanged (its cache filled); the forward pass then only computes. Useful to
     time map construction apart from the convolutions.
     """
-    level = x
-    for index in range(num_levels):
-        submanifold_map(level)
-        if index + 1 < num_levels:
-            link = down_map(level)
-            level = SparseTensor(
-                link.coarse_coords,
-                level.feats.new_empty(link.coarse_coords.shape[0], 0),
-                level.batch_size,
-                link.coarse_shape,
-                level.stride * 2,
-                level.cache,
-            )
-    return x
+    return _build_levels(x, num_levels, lambda level, index: down_map(level))
 
 
 def build_fixed_maps(x: SparseTensor, num_levels: int, first_coarse: int) -> SparseTensor:
@@ -172,12 +159,22 @@ def build_fixed_maps(x: SparseTensor, num_levels: int, first_coarse: int) -> Spa
     for the others, plus one padding slot each. Returns ``x`` (its cache filled).
     """
     x.cache[FIXED_SHAPE] = True
-    level, slots = x, first_coarse
+
+    def link(level: SparseTensor, index: int) -> DownMap:
+        slots = first_coarse if index == 0 else level.num_sites
+        level.cache[("down", level.stride)] = _fixed_down_map(level, slots)
+        return level.cache[("down", level.stride)]
+
+    return _build_levels(x, num_levels, link)
+
+
+def _build_levels(x: SparseTensor, num_levels: int, link_of) -> SparseTensor:
+    """Each level's neighbour map, and its down map ``link_of(level, index)`` to the next."""
+    level = x
     for index in range(num_levels):
         submanifold_map(level)
         if index + 1 < num_levels:
-            link = _fixed_down_map(level, slots)
-            level.cache[("down", level.stride)] = link
+            link = link_of(level, index)
             level = SparseTensor(
                 link.coarse_coords,
                 level.feats.new_empty(link.coarse_coords.shape[0], 0),
@@ -186,7 +183,6 @@ def build_fixed_maps(x: SparseTensor, num_levels: int, first_coarse: int) -> Spa
                 level.stride * 2,
                 level.cache,
             )
-            slots = level.num_sites
     return x
 
 
