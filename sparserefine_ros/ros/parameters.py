@@ -80,8 +80,9 @@ _PARAMETERS = {
         False,
         "Run selection, refinement and fusion on tensors of fixed shape (the same classes; "
         "needs a pixel budget and a whole number of camera pixels per dense pixel), compiled as "
-        "one graph with compile_mode: what CUDA graphs (reduce-overhead) need. Off where it does "
-        "not pay, as on the CPU (README Performance).",
+        "one graph with compile_mode: what CUDA graphs (reduce-overhead) need. Eagerly it only "
+        "adds padding; compiled on the CPU it beat the compiled eager stage (README "
+        "Performance).",
         {},
     ),
     "cameras": (
