@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparserefine_ros.method import entropy, select_uncertain
-from sparserefine_ros.method.entropy import class_dtype, pixel_statistics
+from sparserefine_ros.method.entropy import class_dtype, class_map, pixel_statistics
 
 
 def test_entropy_hand_values():
@@ -40,6 +40,10 @@ def test_pixel_statistics_are_the_entropy_and_argmax_in_the_smallest_class_type(
     assert classes.dtype == torch.uint8
     assert torch.equal(classes.long(), logits.argmax(dim=1))
     assert class_dtype(256) == torch.uint8 and class_dtype(257) == torch.int32
+    ties = torch.randint(0, 3, (2, 6, 4, 4)).float()  # equal maxima go to the lower class
+    assert torch.equal(class_map(ties).long(), ties.argmax(dim=1))
+    saturated = torch.tensor([1000.0, 0.0, -1000.0]).view(1, 3, 1, 1)
+    assert pixel_statistics(saturated)[0].item() == 0.0
     many = torch.zeros(1, 300, 1, 2)
     many[0, 299, 0, 1] = 1.0  # class 299 does not fit a byte
     assert pixel_statistics(many)[1].tolist() == [[[0, 299]]]

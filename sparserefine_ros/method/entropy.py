@@ -25,20 +25,41 @@ def class_dtype(num_classes: int) -> torch.dtype:
 
 
 def class_map(logits: torch.Tensor) -> torch.Tensor:
-    """Argmax class map (B, h, w) ``class_dtype`` of logits (B, C, h, w).
+    """Argmax class map (B, h, w) ``class_dtype`` of logits (B, C, h, w), ties to the lower class.
 
-    The argmax runs over a contiguous last dimension: on the CPU 2.7x faster than over NCHW's
-    strided channels (37 vs 100 ms for 19x512x1024), same result.
+    One comparison per class plane against the maximum: on the CPU several times faster than
+    ``argmax`` over NCHW's strided channels, same result.
     """
-    classes = logits.permute(0, 2, 3, 1).contiguous().argmax(dim=-1)
-    return classes.to(class_dtype(logits.shape[1]))
+    return _class_map(logits, logits.amax(dim=1))
+
+
+def _class_map(logits: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    classes = torch.zeros(peak.shape, dtype=class_dtype(logits.shape[1]), device=logits.device)
+    hit = torch.empty(peak.shape, dtype=torch.bool, device=logits.device)
+    for c in reversed(range(logits.shape[1])):  # the lowest class at the maximum writes last
+        classes.masked_fill_(torch.eq(logits[:, c], peak, out=hit), c)
+    return classes
 
 
 def pixel_statistics(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Entropy (B, h, w) float32 and class map of dense logits (B, C, h, w): everything the
-    method reads at every dense pixel, in one function so that ``torch.compile`` fuses it into
-    one pass over the logits (eagerly it is six)."""
-    return entropy(logits), class_map(logits)
+    method reads at every dense pixel.
+
+    ``H = ln S - sum_c e_c d_c / S`` with ``d_c = z_c - max z``, ``e_c = exp(d_c)``,
+    ``S = sum_c e_c``, accumulated one class plane at a time: eagerly on the CPU about 4x
+    faster than ``log_softmax`` and ``argmax`` over the strided class dimension (the same
+    values to float rounding), and ``torch.compile`` fuses it into one pass over the logits.
+    """
+    peak = logits.amax(dim=1)
+    total, weighted = torch.zeros_like(peak), torch.zeros_like(peak)
+    diff, exp = torch.empty_like(peak), torch.empty_like(peak)
+    for c in range(logits.shape[1]):
+        torch.sub(logits[:, c], peak, out=diff)
+        torch.exp(diff, out=exp)
+        total.add_(exp)
+        weighted.addcmul_(exp, diff)
+    weighted.div_(total)
+    return total.log_().sub_(weighted), _class_map(logits, peak)
 
 
 def select_uncertain(
@@ -72,16 +93,25 @@ def select_uncertain(
     most_entries = budget // int(areas.min()) + 1  # enough entries to overflow the budget
     for image in range(flat_mask.shape[0]):
         keep, values = flat_mask[image], flat_entropy[image]
-        if int(areas[keep].sum()) <= budget:
+        kept = int(keep.sum())
+        count = min(kept, most_entries)
+        if count == 0:
             continue
         # The entropy at which the budget overflows, from the top few entries only (a partial
         # selection, not a sort of the image): everything above it stays, and of the entries
-        # equal to it those first in raster order that still fit.
-        count = min(int(keep.sum()), most_entries)
+        # equal to it those first in raster order that still fit. Only a tie group cut off by
+        # the partial selection needs a pass over the image.
         top, index = torch.topk(torch.where(keep, values, -math.inf), count)
-        cut = top[int((torch.cumsum(areas[index], 0) <= budget).sum())]
-        above = keep & (values > cut)
-        ties = keep & (values == cut)
+        filled = torch.cumsum(areas[index], 0)
+        if count == kept and int(filled[-1]) <= budget:
+            continue
+        cut = top[int((filled <= budget).sum())]
+        above = index[top > cut]
+        if count < kept and bool(top[-1] == cut):
+            ties = torch.nonzero(keep & (values == cut)).flatten()
+        else:
+            ties = torch.sort(index[top == cut]).values
         room = budget - int(areas[above].sum())
-        flat_mask[image] = above | (ties & (torch.cumsum(areas * ties, 0) <= room))
+        chosen = torch.cat((above, ties[torch.cumsum(areas[ties], 0) <= room]))
+        flat_mask[image] = torch.zeros_like(keep).index_fill_(0, chosen, True)
     return flat_mask.reshape(mask.shape)
