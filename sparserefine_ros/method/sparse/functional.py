@@ -14,11 +14,12 @@ from .maps import FIXED_SHAPE, down_map, submanifold_map
 from .tensor import SparseTensor
 
 # When one gather + one GEMM (im2col) beats one small gather/GEMM/scatter per kernel offset, on
-# the 2-core target CPU (one 3x3 conv, 2048x1024, clustered sites, 16 channels, this code):
-# - 1 thread: per-offset wins at low density (9 vs 13 ms at 2%), im2col from about 10%.
-# - 2 threads: im2col wins at every density (7 vs 16 ms at 2%, 30 vs 59 ms at 5%): the GEMM
-#   uses both cores, the per-offset scatter-adds do not. In the hrnet-synth pipeline at 2%
-#   refined, im2col took refinement from 226 to 86 ms.
+# the 2-core target CPU (one 3x3 conv, 2048x1024, clustered sites, 16 channels; AMD EPYC,
+# `sparserefine bench --fractions 0.005 0.02 0.1 --threads N --repeats 5`, ms per-offset/im2col):
+# - 1 thread: 2.5/2.2 at 0.5 %, 8.8/11.0 at 2 %, 115/164 at 10 %: per-offset wins from a few
+#   percent on; the switch point below predates row gathers with index_select and is not tuned.
+# - 2 threads: 2.1/1.0, 11.2/7.8, 85/88: the GEMM uses both cores, the per-offset scatter-adds
+#   do not.
 # im2col moves 9 rows per site, pad rows included; per-offset moves only real pairs.
 IM2COL_MIN_DENSITY = 0.10  # single-threaded CPU switch point
 
