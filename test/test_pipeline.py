@@ -20,6 +20,7 @@ from sparserefine_ros.method import (
     select_uncertain,
 )
 from sparserefine_ros.method.selection import bilinear_at, gather_patches
+from sparserefine_ros.method.sparserefine import area_downscale
 
 NUM_CLASSES = 4
 STAGES = {"preprocess", "dense", "select", "refine", "fuse", "total"}
@@ -270,6 +271,13 @@ def test_preprocess_downscales_before_normalising_and_keeps_the_full_image_as_by
     assert full.dtype == torch.uint8 and torch.equal(full, images)
     expected = F.interpolate(model.normalize(images), low.shape[-2:], mode="area")
     torch.testing.assert_close(low, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(15, 22), (10, 11), (30, 44), (12, 17), (2, 2)])
+def test_area_downscale_averages_blocks_as_area_interpolation(size):
+    images = random_images()  # 30x44: whole factors 2x2, 3x4, 1x1, none, and 15x22 per block
+    expected = F.interpolate(images.float(), size, mode="area")
+    torch.testing.assert_close(area_downscale(images, size), expected, atol=1e-4, rtol=0)
 
 
 def test_bilinear_at_gives_the_bilinearly_upsampled_map_at_each_site():
