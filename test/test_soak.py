@@ -22,6 +22,9 @@ def test_short_soak_reports_ages_and_memory(model_dir, tmp_path):
     assert result["inference_period_s"] > 0
     assert result["rss_mb"]["after_warmup"] > 50  # a Python process with torch loaded
     assert set(result["meets"]) == {"rss_growth", "age"}
+    assert set(result["node_counters"]) == {"frames_received", "frames_processed",
+                                            "frames_replaced_by_newer"}  # fmt: skip
+    assert 0 < result["node_counters"]["frames_received"] <= result["sent"]
 
 
 def test_duration_must_outlast_the_warmup(capsys):

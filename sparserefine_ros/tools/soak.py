@@ -27,6 +27,8 @@ from sparserefine_ros.tools.arguments import parse_size
 RSS_GROWTH_LIMIT_MB = 50.0
 RSS_WINDOW_S = 60.0
 AGE_LIMIT_PERIODS = 2.0
+# The node's /diagnostics totals the soak reports (its last message before the end).
+NODE_COUNTERS = ("frames_received", "frames_processed", "frames_replaced_by_newer")
 
 
 def register(subparsers) -> None:
@@ -95,6 +97,7 @@ def _rss_mb(pid: int) -> float | None:
 
 def _drive(args, rgb, node: subprocess.Popen, log: list[str]) -> dict:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
@@ -109,8 +112,16 @@ def _drive(args, rgb, node: subprocess.Popen, log: list[str]) -> dict:
         arrivals.setdefault(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec,
                             time.monotonic())  # fmt: skip
 
+    counters: dict[str, int] = {}
+
+    def count(msg) -> None:  # the node's own totals: frames that reached it, frames it served
+        for status in msg.status:
+            values = {v.key: v.value for v in status.values}
+            counters.update({key: int(values[key]) for key in NODE_COUNTERS if key in values})
+
     reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
     client.create_subscription(Image, "segmentation", keep, reliable)
+    client.create_subscription(DiagnosticArray, "/diagnostics", count, 10)
     camera = client.create_publisher(Image, "image", reliable)
     message = to_image_msg(rgb[..., ::-1], "bgr8", Header(frame_id="soak_camera"))
     deadline = time.monotonic() + 180.0
@@ -139,7 +150,7 @@ def _drive(args, rgb, node: subprocess.Popen, log: list[str]) -> dict:
         rclpy.spin_once(client, timeout_sec=0.1)
     client.destroy_node()
     rclpy.try_shutdown()
-    return _summary(args, sent, arrivals, rss, start)
+    return {**_summary(args, sent, arrivals, rss, start), "node_counters": counters}
 
 
 def _summary(args, sent, arrivals, rss, start) -> dict:
@@ -186,6 +197,11 @@ def _summary(args, sent, arrivals, rss, start) -> dict:
 def _print(result: dict) -> None:
     print(f"{result['sent']} frames sent at {result['rate_hz']:g} Hz, {result['served']} served "
           f"(node exit code {result['node_exit_code']})")  # fmt: skip
+    if result["node_counters"]:
+        print(
+            "the node's totals: "
+            + ", ".join(f"{k} {v}" for k, v in result["node_counters"].items())
+        )
     if result["inference_period_s"]:
         age, periods = result["age_s"], result["oldest_in_periods"]
         over = f"{result['older_than_limit']} of {result['served_after_warmup']} over it"
