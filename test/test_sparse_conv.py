@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from sparserefine_ros.method.sparse import (
-    IM2COL_MIN_DENSITY,
+    PER_OFFSET_MIN_DENSITY,
     DownConv2d,
     SparseTensor,
     SubmanifoldConv2d,
@@ -83,18 +83,18 @@ def test_submanifold_conv_matches_conv2d(size, density, strategy, c_in, c_out):
     torch.testing.assert_close(g_bias, g_bias_ref, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize(("threads", "low_density_choice"), [(1, "per_offset"), (2, "im2col")])
-def test_strategy_follows_density_and_threads(threads, low_density_choice):
-    sparse, _ = random_sparse(1, 32, 32, 2, density=IM2COL_MIN_DENSITY / 4, seed=1)
-    dense, _ = random_sparse(1, 32, 32, 2, density=min(1.0, IM2COL_MIN_DENSITY * 4), seed=1)
-    assert sparse.density < IM2COL_MIN_DENSITY <= dense.density
+@pytest.mark.parametrize(("threads", "high_density_choice"), [(1, "per_offset"), (2, "im2col")])
+def test_strategy_follows_density_and_threads(threads, high_density_choice):
+    sparse, _ = random_sparse(1, 64, 64, 2, density=PER_OFFSET_MIN_DENSITY / 2, seed=1)
+    dense, _ = random_sparse(1, 64, 64, 2, density=PER_OFFSET_MIN_DENSITY * 4, seed=1)
+    assert 0 < sparse.density < PER_OFFSET_MIN_DENSITY <= dense.density
     weight = torch.randn(2, 2, 3, 3, dtype=torch.float64)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        assert default_strategy(sparse) == low_density_choice
-        assert default_strategy(dense) == "im2col"
-        for x, chosen in ((sparse, low_density_choice), (dense, "im2col")):
+        assert default_strategy(sparse) == "im2col"
+        assert default_strategy(dense) == high_density_choice
+        for x, chosen in ((sparse, "im2col"), (dense, high_density_choice)):
             auto = submanifold_conv3x3(x, weight)
             forced = submanifold_conv3x3(x, weight, strategy=chosen)
             assert torch.equal(auto.feats, forced.feats)

@@ -7,14 +7,14 @@ from .backend import (
     get_backend,
     register_backend,
 )
-from .functional import IM2COL_MIN_DENSITY, down_conv2x2, submanifold_conv3x3, up_conv2x2
+from .functional import PER_OFFSET_MIN_DENSITY, down_conv2x2, submanifold_conv3x3, up_conv2x2
 from .maps import build_maps
 from .modules import DownConv2d, SparseBatchNorm, SparseReLU, SubmanifoldConv2d, UpConv2d
 from .tensor import SparseTensor
 
 __all__ = [
     "DEFAULT_BACKEND",
-    "IM2COL_MIN_DENSITY",
+    "PER_OFFSET_MIN_DENSITY",
     "DownConv2d",
     "SparseBatchNorm",
     "SparseConvBackend",

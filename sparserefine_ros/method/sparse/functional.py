@@ -16,12 +16,12 @@ from .tensor import SparseTensor
 # When one gather + one GEMM (im2col) beats one small gather/GEMM/scatter per kernel offset, on
 # the 2-core target CPU (one 3x3 conv, 2048x1024, clustered sites, 16 channels; AMD EPYC,
 # `sparserefine bench --fractions 0.005 0.02 0.1 --threads N --repeats 5`, ms per-offset/im2col):
-# - 1 thread: 2.5/2.2 at 0.5 %, 8.8/11.0 at 2 %, 115/164 at 10 %: per-offset wins from a few
-#   percent on; the switch point below predates row gathers with index_select and is not tuned.
+# - 1 thread: 2.5/2.2 at 0.5 %, 8.8/11.0 at 2 %, 115/164 at 10 %: per-offset wins from about
+#   1 % (between the points measured) on.
 # - 2 threads: 2.1/1.0, 11.2/7.8, 85/88: the GEMM uses both cores, the per-offset scatter-adds
 #   do not.
 # im2col moves 9 rows per site, pad rows included; per-offset moves only real pairs.
-IM2COL_MIN_DENSITY = 0.10  # single-threaded CPU switch point
+PER_OFFSET_MIN_DENSITY = 0.01  # single-threaded CPU switch point
 
 
 class _GatherRows(torch.autograd.Function):
@@ -53,12 +53,12 @@ def gather_rows(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def default_strategy(x: SparseTensor) -> str:
-    """im2col, except on a single CPU thread below ``IM2COL_MIN_DENSITY`` (measured above);
+    """im2col, except on a single CPU thread from ``PER_OFFSET_MIN_DENSITY`` (measured above);
     always im2col on maps of fixed shape (the per-offset pairs have data-dependent sizes)."""
     if x.cache.get(FIXED_SHAPE):
         return "im2col"
     single_cpu_thread = x.feats.device.type == "cpu" and torch.get_num_threads() == 1
-    if single_cpu_thread and x.density < IM2COL_MIN_DENSITY:
+    if single_cpu_thread and x.density >= PER_OFFSET_MIN_DENSITY:
         return "per_offset"
     return "im2col"
 
