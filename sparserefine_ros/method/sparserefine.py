@@ -166,7 +166,7 @@ class SparseRefine(nn.Module):
         self._check_images(images)
         full = images.to(self.mean.device)
         low = area_downscale(full, self.dense_size(*full.shape[-2:]))
-        return full, (low / 255.0 - self.mean) / self.std
+        return full, normalize_images(low, self.mean, self.std)
 
     def dense_output(self, dense_model: DenseModel, x: torch.Tensor) -> torch.Tensor:
         """The dense model's logits (B, C, h', w') on normalized images ``x``, at its own output
