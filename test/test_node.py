@@ -14,6 +14,7 @@ from conftest import TINY_MODEL_CLASSES as CLASSES
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
 from ros_harness import LATCHED, RELIABLE, NodeProcess, RosClient, image_msg
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -119,6 +120,29 @@ def test_single_camera_publishes_every_output_at_input_size(model_dir, client):
         assert client.wait_for(lambda: bool(info))
         assert list(info[0].names) == CLASSES and list(info[0].ids) == list(range(5))
         assert len(info[0].colors) == 5
+
+
+@pytest.mark.parametrize("camera_qos", ["reliable", "best_effort"])
+def test_default_reliability_serves_reliable_and_late_best_effort_cameras(
+    model_dir, client, camera_qos
+):
+    """``best_available`` (the default) is resolved when the node subscribes, before any camera
+    publishes: a reliable camera is served reliably, a best-effort one (sensor-data QoS, started
+    after the node) makes the node switch its subscription to best effort and is served too."""
+    qos = RELIABLE if camera_qos == "reliable" else qos_profile_sensor_data
+    with serving(model_dir) as node:
+        segmentation = client.subscribe(Image, "segmentation")
+        publisher = client.publisher(Image, "image", qos)
+        client.wait_for_subscribers(publisher)
+        rgb = scene(32, 48, seed=4)
+        client.resend_until(
+            lambda: publisher.publish(image_msg(rgb, "rgb8", 21)),
+            lambda: bool(segmentation),
+            node,
+            every=0.5,
+        )
+        switched = "best effort from now on" in node.log
+        assert switched == (camera_qos == "best_effort"), node.log
 
 
 def test_compiled_fixed_stage_serves_the_eager_classes(model_dir, client):

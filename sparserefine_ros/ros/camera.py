@@ -8,11 +8,17 @@ from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
+    QoSPolicyKind,
     QoSProfile,
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import CompressedImage, Image
+
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
 
 from sparserefine_ros.msg import ClassInfo, SegmentationStats
 from sparserefine_ros.ros.health import PeriodCounts
@@ -29,12 +35,15 @@ _LATCHED_QOS = QoSProfile(
 
 
 def input_reliability(name: str) -> ReliabilityPolicy:
-    """The image subscription's reliability. ``best_available`` exists from Iron on; where the
-    distribution lacks it (Humble) it falls back to best effort, which matches every camera."""
+    """The image subscription's first reliability. ``best_available`` asks for reliable
+    delivery (Iron's BEST_AVAILABLE, or RELIABLE where the distribution lacks it, Humble): DDS
+    resolves BEST_AVAILABLE when the subscription is made, to reliable if no camera publishes
+    yet, so a best-effort camera that starts later would never match; ``Camera`` then switches
+    to best effort."""
     if name == "reliable":
         return ReliabilityPolicy.RELIABLE
     if name == "best_available":
-        return getattr(ReliabilityPolicy, "BEST_AVAILABLE", ReliabilityPolicy.BEST_EFFORT)
+        return getattr(ReliabilityPolicy, "BEST_AVAILABLE", ReliabilityPolicy.RELIABLE)
     return qos_profile_sensor_data.reliability
 
 
@@ -61,21 +70,16 @@ class Camera:
         prefix = f"{name}/" if name else ""
         self.counters = CameraCounters()
         self.pending = None  # newest unprocessed message, guarded by the node's lock
-        qos = QoSProfile(
-            depth=1,
-            history=HistoryPolicy.KEEP_LAST,
-            reliability=input_reliability(config.reliability),
-            durability=qos_profile_sensor_data.durability,
-        )
+        self._node, self._on_frame = node, on_frame
+        self._switch_timer = None
         if config.input_transport == "compressed":
-            subscription = node.create_subscription(
-                CompressedImage, f"{prefix}image/compressed", lambda m: on_frame(self, m), qos
-            )
+            self._type, self._topic = CompressedImage, f"{prefix}image/compressed"
         else:
-            subscription = node.create_subscription(
-                Image, f"{prefix}image", lambda m: on_frame(self, m), qos
-            )
-        self.topic = subscription.topic_name  # after remapping, for the log
+            self._type, self._topic = Image, f"{prefix}image"
+        self.subscription = self._subscribe(
+            input_reliability(config.reliability), fall_back=config.reliability == "best_available"
+        )
+        self.topic = self.subscription.topic_name  # after remapping, for the log
         # The image outputs by name (``image_codec.OUTPUTS``), then the per-frame statistics.
         self.outputs = {
             name: node.create_publisher(Image, f"{prefix}{name}", _OUTPUT_QOS) for name in OUTPUTS
@@ -88,3 +92,35 @@ class Camera:
     def has_subscribers(self) -> bool:
         publishers = (*self.outputs.values(), self.stats)
         return any(publisher.get_subscription_count() > 0 for publisher in publishers)
+
+    def _subscribe(self, reliability: ReliabilityPolicy, fall_back: bool = False):
+        """The image subscription, depth 1; with ``fall_back``, a camera publishing best effort
+        (incompatible with reliable delivery) makes it switch to best effort."""
+        qos = QoSProfile(
+            depth=1,
+            history=HistoryPolicy.KEEP_LAST,
+            reliability=reliability,
+            durability=qos_profile_sensor_data.durability,
+        )
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        return self._node.create_subscription(
+            self._type,
+            self._topic,
+            lambda msg: self._on_frame(self, msg),
+            qos,
+            event_callbacks=events if fall_back else None,
+        )
+
+    def _on_incompatible_qos(self, info) -> None:
+        if info.last_policy_kind == QoSPolicyKind.RELIABILITY and self._switch_timer is None:
+            # Not here: the subscription must not be destroyed inside its own event handler.
+            self._switch_timer = self._node.create_timer(0.0, self._switch_to_best_effort)
+
+    def _switch_to_best_effort(self) -> None:
+        self._node.destroy_timer(self._switch_timer)
+        self._node.destroy_subscription(self.subscription)
+        self.subscription = self._subscribe(ReliabilityPolicy.BEST_EFFORT)
+        self._node.get_logger().warning(
+            f"a best-effort publisher on {self.topic}: its image subscription is best effort "
+            "from now on (reliability best_available)"
+        )

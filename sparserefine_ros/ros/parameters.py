@@ -99,11 +99,11 @@ _PARAMETERS = {
         {},
     ),
     "reliability": (
-        "best_effort",
-        "QoS reliability of the image subscription (depth 1, newest frame only): best_effort "
-        "(sensor data, matches every camera), reliable, or best_available (Iron and newer, best "
-        "effort on Humble): more frames from a reliable camera, none from a best-effort one "
-        "(measured, README 'Large images').",
+        "best_available",
+        "QoS reliability of the image subscription (depth 1, newest frame only): best_available "
+        "(reliable delivery from a reliable camera, switched to best effort when a best-effort "
+        "camera publishes), best_effort (sensor data), or reliable. Large reliable frames arrive "
+        "far more often than best-effort ones (measured, README 'Large images').",
         {},
     ),
     "dense_scale": (

@@ -140,7 +140,6 @@ def _stream_through_node(args, frames: list[np.ndarray]) -> dict:
     command = [
         sys.executable, "-m", "sparserefine_ros.ros.node", "--ros-args", "-r", "__ns:=/demo",
         "-p", f"model:={args.model or _default_model()}", "-p", f"device:={args.device}",
-        "-p", "reliability:=reliable",
     ]  # fmt: skip
     node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log: list[str] = []
