@@ -55,7 +55,7 @@ def time_model(
         "dense_low_res": time_calls(partial(dense_alone, full_resolution=False), batches, warm),
         "sequential": time_calls(sequential, batches, warm),
     }
-    # Each stage synchronised (StageTimer): where a sequential frame's time goes.
+    # Where a sequential frame's time goes (CUDA events per stage on a GPU, wall time on a CPU).
     timings["sequential"]["stage_ms"] = {
         stage: statistics.median(s[stage] for s in stages[warmup:]) for stage in stages[-1]
     }

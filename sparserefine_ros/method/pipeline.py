@@ -15,7 +15,7 @@ from .entropy import pixel_statistics
 from .fixed_stage import fixed_sparse_stage
 from .selection import Selection
 from .sparserefine import DenseModel, SparseRefine, class_maps
-from .timing import StageTimer
+from .timing import stage_timer
 
 
 @dataclass
@@ -117,23 +117,25 @@ class SparseRefinePipeline:
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> SegmentationResult:
         """Segment a batch of uint8 RGB images (B, 3, H, W)."""
-        timer = StageTimer(self.device)
+        timer = stage_timer(self.device)
         with timer("total"):
             with timer("preprocess"):
                 full, low = self.model.preprocess(images.to(self.device))
             with timer("dense"):
                 low_logits = self.model.run_dense(self.dense_model, low)
             classes, dense_classes, selection = self.sparse_stage(full, low_logits, timer)
-            result = SegmentationResult(
-                classes=classes.cpu(),
-                dense_classes=dense_classes.cpu(),
-                selection=selection.to("cpu"),
-                dense_size=tuple(low.shape[-2:]),
-                timings_ms=timer.ms,
-            )
+            classes, dense_classes = classes.cpu(), dense_classes.cpu()
+            selection = selection.to("cpu")
+        timings_ms = timer.ms
         for stage in ("select", "refine", "fuse"):  # refine is skipped when nothing is selected
-            timer.ms.setdefault(stage, 0.0)
-        return result
+            timings_ms.setdefault(stage, 0.0)
+        return SegmentationResult(
+            classes=classes,
+            dense_classes=dense_classes,
+            selection=selection,
+            dense_size=tuple(low.shape[-2:]),
+            timings_ms=timings_ms,
+        )
 
     def segment_numpy(self, image: np.ndarray) -> SegmentationResult:
         """Segment one (H, W, 3) uint8 RGB array (a batch of one)."""

@@ -17,7 +17,7 @@ from .entropy import pixel_statistics, select_uncertain
 from .refiner import SparseRefiner
 from .selection import Selection, bilinear_at, block_spans, gather_patches, nearest_indices
 from .sparse import DEFAULT_BACKEND, SparseTensor
-from .timing import StageTimer
+from .timing import EventTimer, StageTimer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
@@ -257,7 +257,7 @@ class SparseRefine(nn.Module):
         self,
         full: torch.Tensor,
         low_logits: torch.Tensor,
-        timer: StageTimer | None = None,
+        timer: StageTimer | EventTimer | None = None,
         statistics: Statistics = pixel_statistics,
     ) -> RefineOutput:
         """Select, refine and fuse, given the uint8 full-resolution images (``preprocess``) and

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 
 from .pipeline import SegmentationResult, SparseRefinePipeline
-from .timing import StageTimer
+from .timing import EventTimer, StageTimer, stage_timer
 
 # Autocast dtype per precision; None runs in float32 as the sequential pipeline does.
 PRECISIONS: dict[str, torch.dtype | None] = {
@@ -31,38 +31,10 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 }
 
 
-class _EventTimer:
-    """``StageTimer``'s interface for streams: CUDA events instead of synchronisation.
-
-    ``StageTimer`` synchronises the device around each stage, which would serialise the streams;
-    events are recorded on the current stream and read once the frame has finished. Each value
-    is the span of a stage on its stream's timeline (stages of neighbouring frames overlap).
-    """
-
-    def __init__(self) -> None:
-        self._spans: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = torch.cuda.Event(enable_timing=True)
-        start.record()
-        yield
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
-        self._spans.append((stage, start, end))
-
-    @property
-    def ms(self) -> dict[str, float]:
-        ms: dict[str, float] = {}
-        for stage, start, end in self._spans:
-            ms[stage] = ms.get(stage, 0.0) + start.elapsed_time(end)
-        return ms
-
-
 class StreamedResult:
     """Handle of a submitted batch; ``result()`` waits for it (and for earlier batches)."""
 
-    def __init__(self, executor: StreamedPipeline, timer: StageTimer | _EventTimer) -> None:
+    def __init__(self, executor: StreamedPipeline, timer: StageTimer | EventTimer) -> None:
         self._executor = executor
         self._timer = timer
         self._dense: tuple[torch.Tensor, torch.Tensor] | None = None  # full images, low logits
@@ -121,8 +93,7 @@ class StreamedPipeline:
         """Queue uint8 RGB images (B, 3, H, W) (on the CPU or the pipeline's device)."""
         while len(self._in_flight) >= self.max_in_flight:
             self._complete_oldest()
-        cuda = self._dense_stream is not None
-        handle = StreamedResult(self, _EventTimer() if cuda else StageTimer(self.device))
+        handle = StreamedResult(self, stage_timer(self.device))
         try:
             self._run_dense(handle, images)
         except Exception as error:  # the batch's own failure, raised by its result()

@@ -1,4 +1,4 @@
-"""Wall time per stage of a pipeline call (on CUDA, synchronised around each stage)."""
+"""Time per stage of a pipeline call: wall time, or CUDA events that never stall the device."""
 
 from __future__ import annotations
 
@@ -31,3 +31,35 @@ class StageTimer:
         yield
         self._sync()
         self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+class EventTimer:
+    """``StageTimer``'s interface on CUDA without synchronisation: events recorded on the
+    current stream, read when ``ms`` is asked for (waiting for the last of them). Each value is
+    the span of a stage on its stream's timeline; a synchronisation per stage would stall the
+    host's launches and serialise streams."""
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        self._spans.append((stage, start, end))
+
+    @property
+    def ms(self) -> dict[str, float]:
+        ms: dict[str, float] = {}
+        for stage, start, end in self._spans:
+            end.synchronize()
+            ms[stage] = ms.get(stage, 0.0) + start.elapsed_time(end)
+        return ms
+
+
+def stage_timer(device: torch.device) -> StageTimer | EventTimer:
+    """The stage timer of one pipeline call: CUDA events on a GPU, wall time elsewhere."""
+    return EventTimer() if torch.device(device).type == "cuda" else StageTimer(device)
