@@ -102,13 +102,17 @@ class Camera:
             reliability=reliability,
             durability=qos_profile_sensor_data.durability,
         )
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        events = (
+            SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+            if fall_back
+            else None
+        )
         return self._node.create_subscription(
             self._type,
             self._topic,
             lambda msg: self._on_frame(self, msg),
             qos,
-            event_callbacks=events if fall_back else None,
+            event_callbacks=events,
         )
 
     def _on_incompatible_qos(self, info) -> None:
