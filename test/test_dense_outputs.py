@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from sparserefine_ros.data.cache import DecodedSplit
 from sparserefine_ros.method import SparseRefine
@@ -36,21 +37,23 @@ def test_crops_cut_the_whole_image_outputs_and_the_teacher_reads_full_resolution
     assert len(crops) == 2
 
     image, label, index, offset = crops[1]
-    y, x = offset.tolist()
-    assert y % 2 == 0 and x % 2 == 0 and image.shape == (3, 32, 48) and label.shape == (32, 48)
     whole = torch.from_numpy(np.array(split.image(index))).permute(2, 0, 1)[None]
-    assert torch.equal(image, whole[0, :, y : y + 32, x : x + 48])
-
     full, low = model.preprocess(whole)
     low_logits = model.run_dense(dense, low)  # on the whole image, as at inference
+    stride = whole.shape[-1] // low_logits.shape[-1]  # 8: output stride 4 at scale 0.5
+    y, x = offset.tolist()
+    assert stride == 8 and y % stride == 0 and x % stride == 0
+    assert image.shape == (3, 32, 48) and label.shape == (32, 48)
+    assert torch.equal(image, whole[0, :, y : y + 32, x : x + 48])
+
     targets = outputs.targets(torch.tensor([index]), offset[None], (32, 48))
-    expected = low_logits[:, :, y // 2 : (y + 32) // 2, x // 2 : (x + 48) // 2]
+    expected = low_logits[:, :, y // stride : (y + 32) // stride, x // stride : (x + 48) // stride]
     torch.testing.assert_close(targets.low_logits, expected, atol=2e-2, rtol=1e-2)  # float16
 
     coords = torch.tensor([[0, 0, 0], [0, 31, 47], [0, 10, 20]])
-    teacher = model.run_dense(dense, model.normalize(full))[
-        0, :, coords[:, 1] + y, coords[:, 2] + x
-    ].T
+    native = model.run_dense(dense, model.normalize(full))  # at the model's output stride
+    upsampled = F.interpolate(native, full.shape[-2:], mode="bilinear", align_corners=False)
+    teacher = upsampled[0, :, coords[:, 1] + y, coords[:, 2] + x].T
     torch.testing.assert_close(targets.teacher(coords), teacher, atol=2e-2, rtol=1e-2)
 
 

@@ -4,9 +4,16 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from sparserefine_ros.method import entropy, select_uncertain
-from sparserefine_ros.method.entropy import class_dtype, class_map, pixel_statistics
+from sparserefine_ros.method.entropy import (
+    class_dtype,
+    class_map,
+    pixel_statistics,
+    upsampled_class_map,
+    upsampled_statistics,
+)
 
 
 def test_entropy_hand_values():
@@ -47,6 +54,43 @@ def test_pixel_statistics_are_the_entropy_and_argmax_in_the_smallest_class_type(
     many = torch.zeros(1, 300, 1, 2)
     many[0, 299, 0, 1] = 1.0  # class 299 does not fit a byte
     assert pixel_statistics(many)[1].tolist() == [[[0, 299]]]
+
+
+def _smooth_logits(seed: int) -> torch.Tensor:
+    """Logits whose classes form regions, as a model's do (so most source cells agree)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(2, 7, 4, 5, generator=generator) * 4
+    return F.interpolate(coarse, (16, 20), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("size", [(64, 80), (61, 83), (16, 20), (9, 13)])
+def test_upsampled_class_map_is_the_argmax_of_the_bilinear_logits(size):
+    for seed in range(3):
+        logits = _smooth_logits(seed)
+        upsampled = F.interpolate(logits, size, mode="bilinear", align_corners=False)
+        expected = class_map(upsampled)
+        top2 = upsampled.topk(2, dim=1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 1e-4  # float rounding may flip exact near-ties
+        got = upsampled_class_map(logits, None, size)
+        assert got.shape == (2, *size) and got.dtype == torch.uint8
+        assert torch.equal(got[clear], expected[clear]) and clear.float().mean() > 0.99
+        assert torch.equal(upsampled_class_map(logits, class_map(logits), size), got)
+
+
+def test_upsampled_statistics_resize_the_entropy_not_the_logits():
+    logits = _smooth_logits(0)
+    values, classes = upsampled_statistics(logits, (64, 80))
+    expected = F.interpolate(
+        entropy(logits)[:, None], (64, 80), mode="bilinear", align_corners=False
+    )[:, 0]
+    torch.testing.assert_close(values, expected)
+    assert torch.equal(classes, upsampled_class_map(logits, None, (64, 80)))
+    static = upsampled_statistics(logits, (64, 80), static=True)
+    torch.testing.assert_close(static[0], values)
+    assert (static[1] != classes).float().mean() < 0.01  # the same up to float near-ties
+    same = upsampled_statistics(logits, (16, 20))  # at the logits' own size: exact statistics
+    torch.testing.assert_close(same[0], entropy(logits))
+    assert torch.equal(same[1], class_map(logits))
 
 
 ENTROPY = torch.tensor(

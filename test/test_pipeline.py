@@ -19,7 +19,8 @@ from sparserefine_ros.method import (
     save_refiner,
     select_uncertain,
 )
-from sparserefine_ros.method.selection import bilinear_at, gather_patches
+from sparserefine_ros.method.entropy import class_map
+from sparserefine_ros.method.selection import bilinear_at, gather_patches, upsample_nearest
 from sparserefine_ros.method.sparserefine import area_downscale
 
 NUM_CLASSES = 4
@@ -180,10 +181,18 @@ def test_nothing_selected_skips_refinement():
     assert result.timings_ms["refine"] == 0.0
 
 
-def test_dense_output_of_another_size_is_resized_to_the_dense_input():
+def test_dense_output_at_an_output_stride_is_upsampled_as_a_segmentation_head_does():
     pipeline = make_pipeline(tau=0.5, dense=tiny_dense_model(stride=2))
-    result = pipeline(random_images(1, 33, 47))
+    images = random_images(1, 33, 47)
+    result = pipeline(images)
     assert result.classes.shape == (1, 33, 47) and result.dense_size == (16, 24)
+    with torch.no_grad():
+        low = pipeline.model.preprocess(images)[1]
+        logits = pipeline.model.run_dense(pipeline.dense_model, low)
+    assert logits.shape[-2:] == (8, 12)  # never resized as a whole
+    upsampled = F.interpolate(logits, (16, 24), mode="bilinear", align_corners=False)
+    expected = upsample_nearest(class_map(upsampled), (33, 47))
+    assert torch.equal(result.dense_classes, expected)
 
 
 def test_segment_numpy_matches_tensor_input():

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.nn import functional as F
+
+from .selection import block_spans, source_positions
+
+Statistics = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def entropy(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -60,6 +65,110 @@ def pixel_statistics(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weighted.addcmul_(exp, diff)
     weighted.div_(total)
     return total.log_().sub_(weighted), _class_map(logits, peak)
+
+
+def upsampled_statistics(
+    logits: torch.Tensor,
+    size: Sequence[int],
+    statistics: Statistics = pixel_statistics,
+    static: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy and class map (B, *size) of logits (B, C, h, w) at the model's output stride,
+    without resizing the logits.
+
+    The class map is the argmax of the logits upsampled bilinearly to ``size``, exactly
+    (``upsampled_class_map``). The entropy is the output-stride entropy upsampled bilinearly:
+    one plane resized instead of C, and the statistics run on a sixteenth of the pixels at
+    output stride 4. It is not the entropy of the upsampled logits, which peaks on every class
+    boundary however sure both sides are; the model's own output is already unsure where a
+    boundary crosses one of its cells. ``statistics`` is ``pixel_statistics`` or its compiled
+    form; ``static`` computes the class map over every pixel (fixed shapes, same classes).
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(logits.shape[-2:]) == size:
+        return statistics(logits)
+    low_entropy, low_classes = statistics(logits)
+    entropy = F.interpolate(low_entropy[:, None], size, mode="bilinear", align_corners=False)
+    if static:
+        upsampled = F.interpolate(logits, size, mode="bilinear", align_corners=False)
+        return entropy[:, 0], class_map(upsampled)
+    return entropy[:, 0], upsampled_class_map(logits, low_classes, size)
+
+
+def upsampled_class_map(
+    logits: torch.Tensor, classes: torch.Tensor | None, size: Sequence[int]
+) -> torch.Tensor:
+    """Class map (B, *size) of logits (B, C, h, w) upsampled bilinearly to ``size``
+    (``align_corners=False``), given their own class map ``classes`` (or None).
+
+    Exact without resizing the logits: a convex combination of logit vectors that share their
+    argmax has that argmax, so a pixel whose four source pixels agree takes their class; only
+    where they differ (class boundaries, about a tenth of the pixels) are the upsampled logits
+    computed. Ties go to the lower class, as in ``class_map``.
+    """
+    height, width = int(size[0]), int(size[1])
+    if tuple(logits.shape[-2:]) == (height, width):
+        return class_map(logits)
+    if classes is None:
+        classes = class_map(logits)
+    device, (low_h, low_w) = logits.device, logits.shape[-2:]
+    # Output row i reads source rows (r, min(r + 1, h - 1)), r = rows[i], and likewise for
+    # columns: source cell (r, q) holds the output pixels whose four sources start at (r, q).
+    rows = source_positions(torch.arange(height, device=device), low_h, height)[0]
+    cols = source_positions(torch.arange(width, device=device), low_w, width)[0]
+    below = torch.arange(1, low_h + 1, device=device).clamp_(max=low_h - 1)
+    right = torch.arange(1, low_w + 1, device=device).clamp_(max=low_w - 1)
+    down = classes.index_select(1, below)
+    differ = classes != classes.index_select(2, right)
+    differ |= classes != down
+    differ |= classes != down.index_select(2, right)
+    upsampled = classes.index_select(1, rows).index_select(2, cols)
+    cells = torch.nonzero(differ)
+    if cells.shape[0]:
+        b, y, x, cell_classes = _cell_classes(logits, cells, rows, cols, (height, width))
+        upsampled[b, y, x] = cell_classes.to(upsampled.dtype)
+    return upsampled
+
+
+def _cell_classes(
+    logits: torch.Tensor,
+    cells: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch, row, column and class of every output pixel of the source cells ``cells`` (n, 3)
+    [batch, r, q]: each cell's four logit vectors gathered once and interpolated to all its
+    pixels one class at a time, keeping the running maximum (a gather per pixel, or one
+    product over all classes and an argmax, is several times slower on the CPU)."""
+    (height, width), (low_h, low_w) = size, logits.shape[-2:]
+    b, r, q = cells.unbind(1)
+    r1, q1 = (r + 1).clamp(max=low_h - 1), (q + 1).clamp(max=low_w - 1)
+    corners = [logits[b, :, r, q], logits[b, :, r, q1], logits[b, :, r1, q], logits[b, :, r1, q1]]
+
+    def axis(cell: torch.Tensor, index: torch.Tensor, low: int, full: int):
+        start, span = block_spans(index, low)
+        steps = torch.arange(int(span.max()), device=logits.device)
+        at = (start[cell][:, None] + steps).clamp_(max=full - 1)  # (n, most pixels per cell)
+        weight = source_positions(at.flatten(), low, full)[2].view_as(at)
+        return at, steps < span[cell][:, None], weight
+
+    y, inside_y, wy = axis(r, rows, low_h, height)
+    x, inside_x, wx = axis(q, cols, low_w, width)
+    wy, wx = wy[:, :, None], wx[:, None, :]
+    weights = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]  # (n, i, j) each
+    best = torch.full_like(weights[0], -math.inf)
+    classes = torch.zeros(best.shape, dtype=class_dtype(logits.shape[1]), device=logits.device)
+    value, higher = torch.empty_like(best), torch.empty_like(best, dtype=torch.bool)
+    for c in range(logits.shape[1]):  # strictly higher: ties stay with the lower class
+        torch.mul(weights[0], corners[0][:, c, None, None], out=value)
+        for weight, corner in zip(weights[1:], corners[1:], strict=True):
+            value.addcmul_(weight, corner[:, c, None, None])
+        torch.gt(value, best, out=higher)
+        torch.maximum(best, value, out=best)
+        classes.masked_fill_(higher, c)
+    cell, i, j = torch.nonzero(inside_y[:, :, None] & inside_x[:, None, :], as_tuple=True)
+    return b[cell], y[cell, i], x[cell, j], classes[cell, i, j]
 
 
 def select_uncertain(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .entropy import pixel_statistics
+from .entropy import upsampled_statistics
 from .sparse import SparseTensor
 from .sparse.maps import build_fixed_maps
 from .sparserefine import SparseRefine
@@ -59,13 +59,14 @@ def fixed_sparse_stage(
     model: SparseRefine, full: torch.Tensor, low_logits: torch.Tensor
 ) -> FixedStageOutput:
     """Select, refine and fuse on fixed shapes, from uint8 images ``full`` (B, 3, H, W) and the
-    dense logits (B, C, h, w) at a whole fraction of their size."""
+    dense logits (B, C, h', w') at the model's output stride; the dense input size must be a
+    whole fraction of the images'."""
     batch, _, height, width = full.shape
-    low_h, low_w = low_logits.shape[-2:]
+    low_h, low_w = model.dense_size(height, width)
     fy, fx = block_factors((height, width), (low_h, low_w))
     count = budget_pixels(model, (height, width), (low_h, low_w))
     device = low_logits.device
-    low_entropy, low_classes = pixel_statistics(low_logits)
+    low_entropy, low_classes = upsampled_statistics(low_logits, (low_h, low_w), static=True)
     top, index = low_entropy.flatten(1).topk(count, dim=1)  # (B, count)
     chosen = top > model.tau
     # Every chosen dense pixel's block of fy x fx full-resolution sites, in fixed order.
@@ -76,12 +77,8 @@ def fixed_sparse_stage(
     y, x = low_y * fy + dy, low_x * fx + dx
     real = chosen[..., None].expand_as(y).reshape(-1)
     images, y, x = images.reshape(-1), y.reshape(-1), x.reshape(-1)
-    low_y = low_y.expand(-1, -1, fy * fx).reshape(-1)
-    low_x = low_x.expand(-1, -1, fy * fx).reshape(-1)
     # Padding sites are read from the first image but placed in a phantom one (index B).
-    dense_logits, feats = model.site_inputs(
-        full, low_logits, torch.stack((images, y, x), dim=1), low_y, low_x
-    )
+    dense_logits, feats = model.site_inputs(full, low_logits, torch.stack((images, y, x), dim=1))
     zero = torch.zeros_like(y)
     placed = torch.stack((torch.where(real, images, batch), torch.where(real, y, zero),
                           torch.where(real, x, zero)), dim=1)  # fmt: skip

@@ -130,7 +130,7 @@ def gather_patches(
     return maps[b[:, None], :, rows, cols].flatten(1)  # (N, size * size, C) -> (N, size²C)
 
 
-def _source_positions(
+def source_positions(
     index: torch.Tensor, low_size: int, full_size: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Neighbours and weight of full-resolution rows (or columns) ``index`` in the low-res map,
@@ -146,8 +146,8 @@ def bilinear_at(
     """(N, C) values of low-resolution ``maps`` (B, C, h, w) bilinearly upsampled to
     ``full_size`` at the full-resolution sites ``(b, y, x)``: what upsampling the whole map
     would give there, from four gathers per site."""
-    y0, y1, wy = _source_positions(y, maps.shape[2], int(full_size[0]))
-    x0, x1, wx = _source_positions(x, maps.shape[3], int(full_size[1]))
+    y0, y1, wy = source_positions(y, maps.shape[2], int(full_size[0]))
+    x0, x1, wx = source_positions(x, maps.shape[3], int(full_size[1]))
     wy, wx = wy[:, None], wx[:, None]
     top = maps[b, :, y0, x0] * (1 - wx) + maps[b, :, y0, x1] * wx
     bottom = maps[b, :, y1, x0] * (1 - wx) + maps[b, :, y1, x1] * wx

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .ensembler import GatedEnsembler
-from .entropy import pixel_statistics, select_uncertain
+from .entropy import Statistics, pixel_statistics, select_uncertain, upsampled_statistics
 from .refiner import SparseRefiner
 from .selection import Selection, bilinear_at, block_spans, gather_patches, nearest_indices
 from .sparse import DEFAULT_BACKEND, SparseTensor
@@ -26,9 +26,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 DenseModel = Callable[[torch.Tensor], torch.Tensor]
-
-
-Statistics = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def normalize_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -168,9 +165,14 @@ class SparseRefine(nn.Module):
         low = area_downscale(full, self.dense_size(*full.shape[-2:]))
         return full, normalize_images(low, self.mean, self.std)
 
-    def dense_output(self, dense_model: DenseModel, x: torch.Tensor) -> torch.Tensor:
+    def run_dense(self, dense_model: DenseModel, x: torch.Tensor) -> torch.Tensor:
         """The dense model's logits (B, C, h', w') on normalized images ``x``, at its own output
-        stride, checked to be a logits tensor of this module's classes."""
+        stride (a quarter or an eighth of ``x`` for most models), checked to be a logits tensor
+        of this module's classes.
+
+        They are never resized as a whole: the statistics, the class map and the refiner's
+        inputs read them where needed (``upsampled_statistics``, ``bilinear_at``).
+        """
         logits = dense_model(x)
         if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
             raise TypeError("the dense model must return a logits tensor (B, C, h, w)")
@@ -180,30 +182,20 @@ class SparseRefine(nn.Module):
             )
         return logits.float()
 
-    def run_dense(self, dense_model: DenseModel, low: torch.Tensor) -> torch.Tensor:
-        """Dense logits (B, C, h, w) at the dense input size ``low.shape[-2:]``.
-
-        Models whose output is smaller (output stride 4 or 8) or larger are resized to it
-        bilinearly, as segmentation heads are; after that the method only upsamples nearest.
-        """
-        logits = self.dense_output(dense_model, low)
-        if logits.shape[-2:] != low.shape[-2:]:
-            logits = F.interpolate(logits, low.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
-
     def select(
         self,
         low_logits: torch.Tensor,
         full_size: Sequence[int],
         statistics: Statistics = pixel_statistics,
     ) -> Selection:
-        """Entropy and the choice at the dense resolution, each pixel weighted by the block of
+        """Entropy and the choice at the dense input resolution (``dense_size``), from the dense
+        logits at the model's output stride, each pixel weighted by the block of
         full-resolution pixels it covers; only the chosen blocks are expanded to full size.
         ``statistics`` is ``pixel_statistics`` or its compiled form (the pipeline's)."""
         height, width = int(full_size[0]), int(full_size[1])
-        low_h, low_w = low_logits.shape[-2:]
+        low_h, low_w = self.dense_size(height, width)
         rows, cols = nearest_indices((height, width), (low_h, low_w), low_logits.device)
-        low_entropy, low_classes = statistics(low_logits)
+        low_entropy, low_classes = upsampled_statistics(low_logits, (low_h, low_w), statistics)
         areas = block_spans(rows, low_h)[1][:, None] * block_spans(cols, low_w)[1]
         low_mask = select_uncertain(low_entropy, self.tau, self.max_fraction, areas)
         return Selection.from_mask(low_entropy, low_classes, low_mask, (height, width))
@@ -213,8 +205,7 @@ class SparseRefine(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense and sparse logits (N, C) at the selected pixels of the uint8 images ``full``."""
         coords = selection.coords
-        low_y, low_x = selection.rows[coords[:, 1]], selection.cols[coords[:, 2]]
-        dense_logits, feats = self.site_inputs(full, low_logits, coords, low_y, low_x)
+        dense_logits, feats = self.site_inputs(full, low_logits, coords)
         sparse = SparseTensor(coords, feats, full.shape[0], tuple(full.shape[-2:]))
         return dense_logits, self.sparse_logits(sparse, dense_logits)
 
@@ -223,23 +214,25 @@ class SparseRefine(nn.Module):
         full: torch.Tensor,
         low_logits: torch.Tensor,
         coords: torch.Tensor,
-        low_y: torch.Tensor,
-        low_x: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense logits (N, C) and the refiner's input features at full-resolution sites
-        ``coords`` (N, 3) [batch, y, x], which lie in the dense pixels ``(low_y, low_x)``.
+        ``coords`` (N, 3) [batch, y, x], from the dense logits at the model's output stride.
 
-        The dense logits at a site are the low-resolution logits upsampled bilinearly to it (as
-        a segmentation head upsamples), not the block's value: that tells the refiner and the
-        ensembler where the site lies between the low-resolution pixel centres.
+        The dense logits at a site are the model's logits upsampled bilinearly to it (as a
+        segmentation head upsamples), not the block's value: that tells the refiner and the
+        ensembler where the site lies between the output pixels' centres. The context window
+        is centred on the output pixel that holds the site.
         """
         b, y, x = coords.unbind(1)
-        dense_logits = bilinear_at(low_logits, b, y, x, full.shape[-2:])
+        height, width = full.shape[-2:]
+        dense_logits = bilinear_at(low_logits, b, y, x, (height, width))
         probs = None
         if self.refiner.use_probs:
             probs = F.softmax(dense_logits, dim=1)
             if self.refiner.context > 1:
-                context = gather_patches(low_logits, b, low_y, low_x, self.refiner.context)
+                out_y = y * low_logits.shape[2] // height
+                out_x = x * low_logits.shape[3] // width
+                context = gather_patches(low_logits, b, out_y, out_x, self.refiner.context)
                 context = F.softmax(context.unflatten(1, (-1, self.num_classes)), dim=2)
                 probs = torch.cat((probs, context.flatten(1)), dim=1)
         rgb = gather_patches(full, b, y, x, self.refiner.patch).float()  # (N, patch² * 3)

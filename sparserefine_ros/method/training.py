@@ -35,7 +35,7 @@ class DenseTargets:
     """The frozen dense model's outputs for one batch, computed beforehand (the model does not
     change while the refiner trains, so a trainer may run it once per image and keep them)."""
 
-    low_logits: torch.Tensor  # (B, C, h, w) at the dense scale, as ``run_dense`` gives them
+    low_logits: torch.Tensor  # (B, C, h', w') at the output stride, as ``run_dense`` gives them
     teacher: Teacher | None = None  # selected coords (N, 3) -> full-resolution logits (N, C)
 
 
@@ -193,7 +193,7 @@ def _forward(
             low_logits = model.run_dense(dense, low)
 
             def teacher_at(coords: torch.Tensor) -> torch.Tensor:
-                native = model.dense_output(dense, model.normalize(full))
+                native = model.run_dense(dense, model.normalize(full))
                 return bilinear_at(native, *coords.unbind(1), full.shape[-2:])
 
     output = model(full, low_logits)

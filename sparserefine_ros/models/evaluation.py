@@ -23,7 +23,7 @@ from tqdm import tqdm
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
 from sparserefine_ros.evaluation.selection import SelectionDiagnostic
-from sparserefine_ros.method.entropy import class_map
+from sparserefine_ros.method.entropy import upsampled_class_map
 from sparserefine_ros.method.pipeline import SparseRefinePipeline
 from sparserefine_ros.method.selection import upsample_nearest
 
@@ -37,12 +37,15 @@ def dense_predict(
     pipeline: SparseRefinePipeline, images: torch.Tensor, full_resolution: bool
 ) -> torch.Tensor:
     """Class map (B, H, W) on the CPU of the dense model alone on uint8 images (B, 3, H, W):
-    at full resolution (logits resized bilinearly), or at the pipeline's dense scale,
-    upsampled nearest as the pipeline does."""
+    at full resolution, or at the pipeline's dense scale upsampled nearest as the pipeline
+    does; either way the class map of the logits upsampled bilinearly to the model's input."""
     model, images = pipeline.model, images.to(pipeline.device)
     if full_resolution:
-        return class_map(model.run_dense(pipeline.dense_model, model.normalize(images))).cpu()
-    classes = class_map(model.run_dense(pipeline.dense_model, model.preprocess(images)[1]))
+        logits = model.run_dense(pipeline.dense_model, model.normalize(images))
+        return upsampled_class_map(logits, None, images.shape[-2:]).cpu()
+    low = model.preprocess(images)[1]
+    logits = model.run_dense(pipeline.dense_model, low)
+    classes = upsampled_class_map(logits, None, low.shape[-2:])
     return upsample_nearest(classes, images.shape[-2:]).cpu()
 
 

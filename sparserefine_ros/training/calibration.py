@@ -11,7 +11,7 @@ import torch
 
 from sparserefine_ros.data.cityscapes import CityscapesDataset
 from sparserefine_ros.evaluation.metrics import SegmentationMetric
-from sparserefine_ros.method.entropy import class_map
+from sparserefine_ros.method.entropy import upsampled_class_map
 from sparserefine_ros.method.sparserefine import SparseRefine, class_maps
 from sparserefine_ros.models.segmenter import with_overrides
 
@@ -62,7 +62,9 @@ def calibrate(
         image, label = dataset[index]
         images = image[None].to(device)
         start = time.perf_counter()
-        class_map(model.run_dense(dense_model, model.normalize(images)))
+        upsampled_class_map(
+            model.run_dense(dense_model, model.normalize(images)), None, images.shape[-2:]
+        )
         full_latency.append(_ms_since(start))
         start = time.perf_counter()
         full, low = model.preprocess(images)

@@ -24,13 +24,17 @@ from sparserefine_ros.method.selection import bilinear_at
 from sparserefine_ros.method.sparserefine import DenseModel, SparseRefine
 from sparserefine_ros.method.training import DenseTargets
 
+# What the cached files hold; a new layout never reads an older cache.
+LAYOUT = "logits at the output stride"
+
 
 def _fingerprint(
     split: DecodedSplit, dense_model: DenseModel, model: SparseRefine, count: int, teacher: bool
 ) -> str:
     """Key of the outputs: the images, the settings and the dense model's weights (a module's
     tensors, or the graph file of an ONNX model)."""
-    digest = hashlib.sha256(json.dumps([split.fingerprint, model.scale, count, teacher]).encode())
+    key = [split.fingerprint, model.scale, count, teacher, LAYOUT]
+    digest = hashlib.sha256(json.dumps(key).encode())
     if isinstance(dense_model, torch.nn.Module):
         for tensor in dense_model.state_dict().values():
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -45,11 +49,11 @@ def _fingerprint(
 
 
 class DenseOutputs:
-    """Dense-scale logits (float16, as ``run_dense`` gives them) of the first ``count`` images
-    of ``split`` and, with ``teacher``, the model's own logits on the full-resolution image
-    (float16 at its output stride), under ``split``'s cache directory, keyed by the images and
-    the weights. The image size must be an integer multiple of the dense size (crops are cut
-    on whole dense pixels)."""
+    """The dense model's logits on the dense-scale image (float16 at its output stride, as
+    ``run_dense`` gives them) of the first ``count`` images of ``split`` and, with ``teacher``,
+    its logits on the full-resolution image, under ``split``'s cache directory, keyed by the
+    images and the weights. The image size must be an integer multiple of the logits' (crops
+    are cut on whole output pixels)."""
 
     def __init__(
         self,
@@ -76,7 +80,7 @@ class DenseOutputs:
         if self.image_size[0] % self.low_shape[1] or self.image_size[1] % self.low_shape[2]:
             raise ValueError(
                 f"refiner training needs images ({self.image_size}) an integer multiple of the "
-                f"dense size ({self.low_shape[1:]}): choose another dense scale"
+                f"dense logits' size ({self.low_shape[1:]}): choose another dense scale"
             )
         self.teacher_shape = tuple(index["teacher_shape"]) if self.teacher else None
         self._low = np.memmap(self.dir / "low.f16", np.float16, "r").reshape(-1, *self.low_shape)
@@ -104,7 +108,7 @@ class DenseOutputs:
                 shapes["low_shape"] = list(low_logits.shape)
                 low_file.write(low_logits.half().cpu().numpy().tobytes())
                 if self.teacher:
-                    native = model.dense_output(dense_model, model.normalize(full))[0]
+                    native = model.run_dense(dense_model, model.normalize(full))[0]
                     shapes["teacher_shape"] = list(native.shape)
                     teacher_file.write(native.half().cpu().numpy().tobytes())
         tmp = self.dir / "index.json.tmp"
@@ -138,7 +142,7 @@ class DenseOutputs:
 
 class RefinerCrops(Dataset):
     """Crops of the images ``DenseOutputs`` covers: (image (3, h, w) uint8, labels (h, w)
-    int64, image index, offset (y, x)). Offsets are multiples of the dense grid's stride so the
+    int64, image index, offset (y, x)). Offsets are multiples of the dense logits' stride so the
     dense logits are cut exactly; each item's crop depends only on (seed, epoch, index)."""
 
     def __init__(
