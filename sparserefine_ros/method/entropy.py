@@ -139,12 +139,13 @@ def _cell_classes(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch, row, column and class of every output pixel of the source cells ``cells`` (n, 3)
     [batch, r, q]: each cell's four logit vectors gathered once and interpolated to all its
-    pixels one class at a time, keeping the running maximum (a gather per pixel, or one
-    product over all classes and an argmax, is several times slower on the CPU)."""
+    pixels at once, classes last, so the argmax reads contiguous rows (a gather per pixel, or a
+    pass per class plane, is slower on the CPU)."""
     (height, width), (low_h, low_w) = size, logits.shape[-2:]
     b, r, q = cells.unbind(1)
     r1, q1 = (r + 1).clamp(max=low_h - 1), (q + 1).clamp(max=low_w - 1)
     corners = [logits[b, :, r, q], logits[b, :, r, q1], logits[b, :, r1, q], logits[b, :, r1, q1]]
+    corners = [corner[:, None, None, :] for corner in corners]  # (n, 1, 1, C)
 
     def axis(cell: torch.Tensor, index: torch.Tensor, low: int, full: int):
         start, span = block_spans(index, low)
@@ -155,18 +156,11 @@ def _cell_classes(
 
     y, inside_y, wy = axis(r, rows, low_h, height)
     x, inside_x, wx = axis(q, cols, low_w, width)
-    wy, wx = wy[:, :, None], wx[:, None, :]
-    weights = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]  # (n, i, j) each
-    best = torch.full_like(weights[0], -math.inf)
-    classes = torch.zeros(best.shape, dtype=class_dtype(logits.shape[1]), device=logits.device)
-    value, higher = torch.empty_like(best), torch.empty_like(best, dtype=torch.bool)
-    for c in range(logits.shape[1]):  # strictly higher: ties stay with the lower class
-        torch.mul(weights[0], corners[0][:, c, None, None], out=value)
-        for weight, corner in zip(weights[1:], corners[1:], strict=True):
-            value.addcmul_(weight, corner[:, c, None, None])
-        torch.gt(value, best, out=higher)
-        torch.maximum(best, value, out=best)
-        classes.masked_fill_(higher, c)
+    wy, wx = wy[:, :, None, None], wx[:, None, :, None]
+    top = torch.lerp(corners[0], corners[1], wx)  # (n, 1, j, C)
+    bottom = torch.lerp(corners[2], corners[3], wx)
+    # argmax takes the first maximum: ties go to the lower class.
+    classes = torch.lerp(top, bottom, wy).argmax(dim=3).to(class_dtype(logits.shape[1]))
     cell, i, j = torch.nonzero(inside_y[:, :, None] & inside_x[:, None, :], as_tuple=True)
     return b[cell], y[cell, i], x[cell, j], classes[cell, i, j]
 
@@ -210,7 +204,7 @@ def select_uncertain(
         # selection, not a sort of the image): everything above it stays, and of the entries
         # equal to it those first in raster order that still fit. Only a tie group cut off by
         # the partial selection needs a pass over the image.
-        top, index = torch.topk(torch.where(keep, values, -math.inf), count)
+        top, index = _highest(values, keep, kept, count)
         filled = torch.cumsum(areas[index], 0)
         if count == kept and int(filled[-1]) <= budget:
             continue
@@ -224,3 +218,26 @@ def select_uncertain(
         chosen = torch.cat((above, ties[torch.cumsum(areas[ties], 0) <= room]))
         flat_mask[image] = torch.zeros_like(keep).index_fill_(0, chosen, True)
     return flat_mask.reshape(mask.shape)
+
+
+def _highest(
+    values: torch.Tensor, keep: torch.Tensor, kept: int, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk`` of the ``count`` highest ``values`` (1-D) where ``keep`` (``kept`` of
+    them): values and flat indices. When far more are kept than needed, a histogram of the kept
+    values gives a floor above which at least ``count`` lie and the top-k runs on those only
+    (at tau 0.3 and a 0.5 % budget on 2048x1024: 2.6k of 210k kept, 3.4 -> 1.5 ms)."""
+    if kept > 8 * count:
+        kept_values = values[keep]
+        low, high = float(kept_values.min()), float(kept_values.max())
+        if high > low:
+            bins = 256
+            from_top = torch.histc(kept_values, bins, low, high).flip(0).cumsum(0)
+            # One bin lower than the histogram says, against rounding at the bin edges.
+            reach = min(int((from_top < count).sum()) + 2, bins)
+            floor = high - reach * (high - low) / bins
+            candidates = torch.nonzero(keep & (values >= floor)).flatten()
+            if candidates.numel() >= count:
+                top, at = torch.topk(values[candidates], count)
+                return top, candidates[at]
+    return torch.topk(torch.where(keep, values, -math.inf), count)

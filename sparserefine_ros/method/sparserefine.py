@@ -31,15 +31,19 @@ DenseModel = Callable[[torch.Tensor], torch.Tensor]
 def normalize_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 RGB (B, 3, H, W) -> float32 ``(x / 255 - mean) / std`` on ``mean``'s device: the
     one normalisation of training and inference."""
-    return (images.to(mean.device, torch.float32) / 255.0 - mean) / std
+    images = images.to(mean.device, torch.float32)
+    return torch.addcmul(-mean / std, images, 1.0 / (255.0 * std))  # one pass, not three
 
 
 def area_downscale(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """uint8 images (B, C, H, W) averaged over areas to ``size``: float32 in [0, 255].
+    """uint8 images (B, C, H, W) averaged over areas to ``size``: float32 (B, C, h, w), contiguous,
+    in [0, 255].
 
-    Whole factors of up to 128 pixels per block sum in int16, one axis at a time: on the CPU
-    twice as fast as ``F.interpolate(mode="area")`` on the float image (33 vs 69 ms for
-    2048x1024 to 1024x512, one thread), the same values. Other sizes take ``F.interpolate``.
+    Whole factors of up to 128 pixels per block add the block's strided views in int16, in the
+    order of the images' memory (a camera frame is an HWC array viewed as CHW): on the CPU
+    3x faster than summing over reshaped axes, which copies a non-contiguous view first, and
+    several times faster than ``F.interpolate(mode="area")`` on the float image; the same values.
+    Other sizes take ``F.interpolate``.
     """
     batch, channels, height, width = images.shape
     low_h, low_w = int(size[0]), int(size[1])
@@ -48,9 +52,26 @@ def area_downscale(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     fy, fx = height // low_h, width // low_w
     if height != fy * low_h or width != fx * low_w or fy * fx > 128:
         return F.interpolate(images.float(), (low_h, low_w), mode="area")
-    columns = images.reshape(batch, channels, height, low_w, fx).sum(dim=4, dtype=torch.int16)
-    blocks = columns.view(batch, channels, low_h, fy, low_w).sum(dim=3)
-    return blocks.float().div_(fy * fx)
+    pixels = images.permute(0, 2, 3, 1)
+    channels_last = pixels.is_contiguous()
+    if not channels_last:
+        pixels = images
+    axes = (1, 2) if channels_last else (2, 3)
+
+    def view(dy: int, dx: int) -> torch.Tensor:
+        index = [slice(None)] * 4
+        index[axes[0]], index[axes[1]] = slice(dy, None, fy), slice(dx, None, fx)
+        return pixels[tuple(index)]
+
+    total = view(0, 0).to(torch.int16, memory_format=torch.contiguous_format)
+    for dy in range(fy):
+        for dx in range(fx):
+            if dy or dx:
+                total += view(dy, dx)
+    if channels_last:
+        total = total.permute(0, 3, 1, 2)
+    low = torch.empty((batch, channels, low_h, low_w), dtype=torch.float32, device=images.device)
+    return low.copy_(total).div_(fy * fx)
 
 
 @dataclass
@@ -232,9 +253,10 @@ class SparseRefine(nn.Module):
             if self.refiner.context > 1:
                 out_y = y * low_logits.shape[2] // height
                 out_x = x * low_logits.shape[3] // width
-                context = gather_patches(low_logits, b, out_y, out_x, self.refiner.context)
-                context = F.softmax(context.unflatten(1, (-1, self.num_classes)), dim=2)
-                probs = torch.cat((probs, context.flatten(1)), dim=1)
+                # Softmax once per output pixel, not once per site and window position.
+                low_probs = F.softmax(low_logits, dim=1)
+                context = gather_patches(low_probs, b, out_y, out_x, self.refiner.context)
+                probs = torch.cat((probs, context), dim=1)
         rgb = gather_patches(full, b, y, x, self.refiner.patch).float()  # (N, patch² * 3)
         mean, std = (v.flatten().repeat(self.refiner.patch**2) for v in (self.mean, self.std))
         rgb = (rgb / 255.0 - mean) / std
