@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .entropy import upsampled_statistics
+from .selection import upsample_nearest
 from .sparse import SparseTensor
 from .sparse.maps import build_fixed_maps
 from .sparserefine import SparseRefine
@@ -89,7 +90,7 @@ def fixed_sparse_stage(
     fused, _ = model.ensembler(dense_logits, model.sparse_logits(sparse, dense_logits))
     # Class maps: the dense prediction upsampled, the fused one written at the real sites (the
     # padding sites write into one spare element past the end).
-    dense_classes = low_classes.repeat_interleave(fy, dim=1).repeat_interleave(fx, dim=2)
+    dense_classes = upsample_nearest(low_classes, (height, width))
     spare = batch * height * width
     target = torch.where(real, (images * height + y) * width + x, spare)
     flat = torch.cat((dense_classes.reshape(-1), dense_classes.new_zeros(1)))

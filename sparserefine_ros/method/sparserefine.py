@@ -29,7 +29,8 @@ DenseModel = Callable[[torch.Tensor], torch.Tensor]
 
 
 def normalize_images(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB (B, 3, H, W) -> float32 ``(x / 255 - mean) / std`` on ``mean``'s device: the
+    """uint8 RGB values -> float32 ``(x / 255 - mean) / std`` on ``mean``'s device, ``mean``
+    and ``std`` broadcast against them (images (B, 3, H, W), or the refiner's RGB windows): the
     one normalisation of training and inference."""
     images = images.to(mean.device, torch.float32)
     return torch.addcmul(-mean / std, images, 1.0 / (255.0 * std))  # one pass, not three
@@ -52,11 +53,8 @@ def area_downscale(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     fy, fx = height // low_h, width // low_w
     if height != fy * low_h or width != fx * low_w or fy * fx > 128:
         return F.interpolate(images.float(), (low_h, low_w), mode="area")
-    pixels = images.permute(0, 2, 3, 1)
-    channels_last = pixels.is_contiguous()
-    if not channels_last:
-        pixels = images
-    axes = (1, 2) if channels_last else (2, 3)
+    channels_last = images.permute(0, 2, 3, 1).is_contiguous()
+    pixels, axes = (images.permute(0, 2, 3, 1), (1, 2)) if channels_last else (images, (2, 3))
 
     def view(dy: int, dx: int) -> torch.Tensor:
         index = [slice(None)] * 4
@@ -257,9 +255,9 @@ class SparseRefine(nn.Module):
                 low_probs = F.softmax(low_logits, dim=1)
                 context = gather_patches(low_probs, b, out_y, out_x, self.refiner.context)
                 probs = torch.cat((probs, context), dim=1)
-        rgb = gather_patches(full, b, y, x, self.refiner.patch).float()  # (N, patch² * 3)
+        rgb = gather_patches(full, b, y, x, self.refiner.patch)  # (N, patch² * 3)
         mean, std = (v.flatten().repeat(self.refiner.patch**2) for v in (self.mean, self.std))
-        rgb = (rgb / 255.0 - mean) / std
+        rgb = normalize_images(rgb, mean, std)
         return dense_logits, self.refiner.features(rgb, coords, full.shape[-2:], probs)
 
     def sparse_logits(self, sparse: SparseTensor, dense_logits: torch.Tensor) -> torch.Tensor:
