@@ -149,6 +149,7 @@ def _stream_through_node(args, frames: list[np.ndarray]) -> dict:
         _wait(lambda: recorder.camera.get_subscription_count() > 0 and _ready(log), node, log)
         _wait(lambda: all(recorder.node.count_publishers(f"/demo/{t}") for t in recorder.outputs),
               node, log)  # fmt: skip
+        _handshake(recorder, frames[0], node, log)
         sent: dict[int, int] = {}  # stamp -> frame index
         start = time.monotonic()
         for index, rgb in enumerate(tqdm(frames, desc="camera", unit="frame")):
@@ -162,7 +163,10 @@ def _stream_through_node(args, frames: list[np.ndarray]) -> dict:
         return {
             "sent": sent,
             "duration_s": duration,
-            **{topic: recorder.received(topic) for topic in recorder.outputs},
+            **{
+                topic: {stamp: m for stamp, m in recorder.received(topic).items() if stamp in sent}
+                for topic in recorder.outputs
+            },
         }
     finally:
         recorder.close()
@@ -171,18 +175,49 @@ def _stream_through_node(args, frames: list[np.ndarray]) -> dict:
             node.wait(timeout=30)
 
 
+def _handshake(recorder: _Recorder, rgb: np.ndarray, node, log, timeout: float = 120.0) -> None:
+    """Send a first frame, once a second, until the node's outputs for it arrive.
+
+    The node skips frames while none of its outputs has a subscriber, and discovery can show the
+    node this process's subscriptions seconds after this process sees the node's publishers: the
+    drive's first frames would be skipped. The frame that comes back also warms the model up
+    (its first call allocates), as a camera's first second would; it is not scored.
+    """
+    from sparserefine_ros.ros.image_codec import to_image_msg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = to_image_msg(rgb, "rgb8", _header(recorder.node))
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        recorder.camera.publish(msg)
+
+        def back(stamp=stamp) -> bool:
+            return all(stamp in recorder.received(topic) for topic in recorder.outputs)
+
+        if _wait(back, node, log, 1.0, fail=False):
+            return
+    raise SystemExit(f"sparserefine_node served no frame in {timeout:.0f} s:\n{''.join(log)}")
+
+
 def _ready(log: list[str]) -> bool:
     return any("serving" in line for line in log)
 
 
-def _wait(condition, node: subprocess.Popen, log: list[str], timeout: float = 120.0) -> None:
+def _wait(
+    condition, node: subprocess.Popen, log: list[str], timeout: float = 120.0, fail: bool = True
+) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passes (exit, or False when not
+    ``fail``); exit if the node's process ends."""
     deadline = time.monotonic() + timeout
     while not condition():
         if node.poll() is not None:
             raise SystemExit(f"sparserefine_node exited ({node.returncode}):\n{''.join(log)}")
         if time.monotonic() > deadline:
+            if not fail:
+                return False
             raise SystemExit(f"timed out waiting for sparserefine_node:\n{''.join(log)}")
         time.sleep(0.05)
+    return True
 
 
 def _header(node):
@@ -202,8 +237,7 @@ def _summarise(args, frames, labels, recording) -> dict:
     metric_node, metric_dense = SegmentationMetric(num_classes), SegmentationMetric(num_classes)
     served = sorted(set(recording["segmentation_stats"]) & set(recording["segmentation"]))
     height, width = frames[0].shape[:2]
-    # The first frames may beat the node's discovery of some subscriptions (outputs nobody
-    # subscribes to are skipped): pictures come from frames that have every output.
+    # Pictures come from frames whose every output arrived.
     pictured = [s for s in served if s in recording["overlay"] and s in recording["entropy"]]
     for stamp in served:
         index = recording["sent"][stamp]
