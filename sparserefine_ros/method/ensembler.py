@@ -6,8 +6,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .entropy import entropy
-
 
 class GatedEnsembler(nn.Module):
     """Per-pixel gate between dense logits ``y1`` and sparse logits ``y2`` (both (N, C)).
@@ -40,15 +38,14 @@ class GatedEnsembler(nn.Module):
         self, dense_logits: torch.Tensor, sparse_logits: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused logits (N, C) and the gate ``w`` (N,), the weight given to the dense logits."""
-        gate_input = torch.cat(
-            (
-                F.softmax(dense_logits, dim=1),
-                F.softmax(sparse_logits, dim=1),
-                entropy(dense_logits)[:, None],
-                entropy(sparse_logits)[:, None],
-            ),
-            dim=1,
-        )
+        # One log-softmax per prediction gives both its probabilities and its entropy.
+        parts = []
+        for logits in (dense_logits, sparse_logits):
+            log_probs = F.log_softmax(logits, dim=1)
+            probs = log_probs.exp()
+            parts.append((probs, -(probs * log_probs).sum(dim=1, keepdim=True)))
+        (p1, e1), (p2, e2) = parts
+        gate_input = torch.cat((p1, p2, e1, e2), dim=1)
         w = torch.sigmoid(self.gate(gate_input))
         fused = w * dense_logits + (1.0 - w) * sparse_logits
         return fused + self.head(fused), w.squeeze(1)
