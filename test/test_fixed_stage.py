@@ -44,7 +44,17 @@ def stage_inputs(model: SparseRefine, dense: nn.Module, frames: torch.Tensor):
     [
         {"widths": (8, 16, 32), "use_probs": True, "context": 3, "patch": 3, "residual": True},
         {"widths": (8, 16), "use_coords": True},
+        {
+            "widths": (8,),
+            "blocks": 0,
+            "stem_kernel": 1,
+            "use_probs": True,
+            "context": 3,
+            "patch": 3,
+            "guide": 3,
+        },
     ],
+    ids=["unet-windows", "unet-coords", "guided-per-site"],
 )
 def test_fixed_stage_selects_and_classifies_as_the_eager_stage(settings):
     dense, model = dense_model(), refiner(**settings)

@@ -43,7 +43,7 @@ def make_pipeline(tau: float | None = None, dense=None, **settings) -> SparseRef
     """Pipeline whose ``tau`` defaults to the 70th percentile of the test images' entropy."""
     torch.manual_seed(1)
     dense = tiny_dense_model() if dense is None else dense
-    model = SparseRefine(NUM_CLASSES, tau=0.0, widths=(8, 16, 32), **settings)
+    model = SparseRefine(NUM_CLASSES, tau=0.0, **{"widths": (8, 16, 32), **settings})
     if tau is None:
         with torch.no_grad():
             low = model.preprocess(random_images())[1]
@@ -206,8 +206,13 @@ def test_segment_numpy_matches_tensor_input():
         pipeline(images.float())
 
 
-def test_checkpoint_round_trip(tmp_path):
-    pipeline = make_pipeline(max_fraction=0.3, use_probs=True, blocks=(1, 2, 1))
+@pytest.mark.parametrize(
+    "settings",
+    [{"blocks": (1, 2, 1)}, {"widths": (8,), "blocks": 0, "stem_kernel": 1, "guide": 3}],
+    ids=["unet", "guided"],
+)
+def test_checkpoint_round_trip(tmp_path, settings):
+    pipeline = make_pipeline(max_fraction=0.3, use_probs=True, **settings)
     # Non-default running statistics and weights so the round trip has something to carry.
     pipeline.model.train()
     pipeline.model(*_inputs(pipeline))

@@ -53,10 +53,8 @@ def brightness_dense_model() -> nn.Module:
 def toy_model(**refiner) -> SparseRefine:
     torch.manual_seed(0)
     # mean 0, std 1: normalized input is brightness in [0, 1], which the dense model expects.
-    return SparseRefine(
-        2, tau=0.15, scale=SCALE, mean=(0, 0, 0), std=(1, 1, 1), widths=(8, 16), blocks=1,
-        **refiner,
-    )  # fmt: skip
+    settings = {"widths": (8, 16), "blocks": 1, **refiner}
+    return SparseRefine(2, tau=0.15, scale=SCALE, mean=(0, 0, 0), std=(1, 1, 1), **settings)
 
 
 def test_loss_is_sparse_plus_fused_cross_entropy_over_valid_selected_pixels():
@@ -152,7 +150,13 @@ def test_cosine_schedule():
 
 
 @pytest.mark.parametrize(
-    "refiner", [{}, {"patch": 3, "context": 3, "use_probs": True}], ids=["pixel", "windows"]
+    "refiner",
+    [
+        {},
+        {"patch": 3, "context": 3, "use_probs": True},
+        {"patch": 3, "use_probs": True, "guide": 3, "stem_kernel": 1, "widths": (16,), "blocks": 0},
+    ],
+    ids=["pixel", "windows", "guided-per-site"],
 )
 def test_refiner_learns_thin_structures_the_dense_model_cannot_resolve(refiner):
     dense, model = brightness_dense_model(), toy_model(**refiner)

@@ -79,15 +79,17 @@ def fixed_sparse_stage(
     real = chosen[..., None].expand_as(y).reshape(-1)
     images, y, x = images.reshape(-1), y.reshape(-1), x.reshape(-1)
     # Padding sites are read from the first image but placed in a phantom one (index B).
-    dense_logits, feats = model.site_inputs(full, low_logits, torch.stack((images, y, x), dim=1))
+    sites = torch.stack((images, y, x), dim=1)
+    inputs = model.site_inputs(full, low_logits, sites, share_context=False)
     zero = torch.zeros_like(y)
     placed = torch.stack((torch.where(real, images, batch), torch.where(real, y, zero),
                           torch.where(real, x, zero)), dim=1)  # fmt: skip
-    sparse = SparseTensor(placed, feats, batch + 1, (height, width))
-    aligned = fy % 2 == 0 and fx % 2 == 0  # each block splits into whole 2x2 cells
-    first_coarse = placed.shape[0] // 4 if aligned else placed.shape[0]
-    build_fixed_maps(sparse, len(model.refiner.widths), first_coarse)
-    fused, _ = model.ensembler(dense_logits, model.sparse_logits(sparse, dense_logits))
+    sparse = SparseTensor(placed, inputs.feats, batch + 1, (height, width))
+    if model.refiner.uses_maps:
+        aligned = fy % 2 == 0 and fx % 2 == 0  # each block splits into whole 2x2 cells
+        first_coarse = placed.shape[0] // 4 if aligned else placed.shape[0]
+        build_fixed_maps(sparse, len(model.refiner.widths), first_coarse)
+    fused, _ = model.ensembler(inputs.dense_logits, model.sparse_logits(sparse, inputs))
     # Class maps: the dense prediction upsampled, the fused one written at the real sites (the
     # padding sites write into one spare element past the end).
     dense_classes = upsample_nearest(low_classes, (height, width))

@@ -14,9 +14,10 @@ from torch.nn import functional as F
 
 from .ensembler import GatedEnsembler
 from .entropy import Statistics, pixel_statistics, select_uncertain, upsampled_statistics
+from .guide import GuideInputs
 from .refiner import SparseRefiner
 from .selection import Selection, bilinear_at, block_spans, gather_patches, nearest_indices
-from .sparse import DEFAULT_BACKEND, SparseTensor
+from .sparse import DEFAULT_BACKEND, SharedRows, SparseTensor
 from .timing import EventTimer, StageTimer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,6 +74,16 @@ def area_downscale(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 @dataclass
+class SiteInputs:
+    """What the refiner reads at the selected sites (``SparseRefine.site_inputs``)."""
+
+    dense_logits: torch.Tensor  # (N, C) the dense logits upsampled bilinearly to each site
+    feats: torch.Tensor  # (N, F) the per-site input features
+    shared: SharedRows | None  # the context window once per output pixel, or in ``feats``
+    guide: GuideInputs | None  # with the refiner's ``guide`` > 1
+
+
+@dataclass
 class RefineOutput:
     """Per selected pixel (rows follow ``selection.coords``): the three predictions and gate."""
 
@@ -109,6 +120,9 @@ class SparseRefine(nn.Module):
         patch: int = 1,
         context: int = 1,
         residual: bool = False,
+        stem_kernel: int = 3,
+        guide: int = 1,
+        guide_dim: int = 16,
     ) -> None:
         super().__init__()
         if not 0.0 < scale <= 1.0:
@@ -119,8 +133,9 @@ class SparseRefine(nn.Module):
         self.tune(tau, max_fraction)
         self.scale = float(scale)
         self.refiner = SparseRefiner(
-            num_classes, widths, blocks, use_coords, use_probs, backend, patch, context, residual
-        )
+            num_classes, widths, blocks, use_coords, use_probs, backend, patch, context, residual,
+            stem_kernel, guide, guide_dim,
+        )  # fmt: skip
         self.ensembler = GatedEnsembler(num_classes, ensembler_hidden)
         # Not persistent: the config carries them, the state dict holds learned weights only.
         self.register_buffer(
@@ -224,47 +239,92 @@ class SparseRefine(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense and sparse logits (N, C) at the selected pixels of the uint8 images ``full``."""
         coords = selection.coords
-        dense_logits, feats = self.site_inputs(full, low_logits, coords)
-        sparse = SparseTensor(coords, feats, full.shape[0], tuple(full.shape[-2:]))
-        return dense_logits, self.sparse_logits(sparse, dense_logits)
+        inputs = self.site_inputs(full, low_logits, coords)
+        sparse = SparseTensor(coords, inputs.feats, full.shape[0], tuple(full.shape[-2:]))
+        return inputs.dense_logits, self.sparse_logits(sparse, inputs)
 
     def site_inputs(
         self,
         full: torch.Tensor,
         low_logits: torch.Tensor,
         coords: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense logits (N, C) and the refiner's input features at full-resolution sites
-        ``coords`` (N, 3) [batch, y, x], from the dense logits at the model's output stride.
+        share_context: bool = True,
+    ) -> SiteInputs:
+        """What the refiner reads at full-resolution sites ``coords`` (N, 3) [batch, y, x] of
+        the uint8 images ``full``, from the dense logits at the model's output stride.
 
         The dense logits at a site are the model's logits upsampled bilinearly to it (as a
         segmentation head upsamples), not the block's value: that tells the refiner and the
-        ensembler where the site lies between the output pixels' centres. The context window
-        is centred on the output pixel that holds the site.
+        ensembler where the site lies between the output pixels' centres. The windows of
+        output pixels (cells) around the one that holds the site, the dense probabilities
+        (``context`` > 1) and, with ``guide`` > 1, the cells' mean colours, are the same for
+        every site of a cell: with ``share_context`` they come back once per cell
+        (``SharedRows``, a fifth to a tenth of the rows at 2048x1024), else appended to every
+        site's features (fixed shapes). With ``guide`` > 1 the site's position inside its cell
+        (in [-1, 1]) joins the features, and the guided upsampling's inputs come back.
         """
+        refiner = self.refiner
         b, y, x = coords.unbind(1)
         height, width = full.shape[-2:]
+        out_h, out_w = low_logits.shape[2:]
+        # Channels-last once: every gather below reads a cell's logits as one row.
+        low_logits = low_logits.contiguous(memory_format=torch.channels_last)
         dense_logits = bilinear_at(low_logits, b, y, x, (height, width))
-        probs = None
-        if self.refiner.use_probs:
-            probs = F.softmax(dense_logits, dim=1)
-            if self.refiner.context > 1:
-                out_y = y * low_logits.shape[2] // height
-                out_x = x * low_logits.shape[3] // width
-                # Softmax once per output pixel, not once per site and window position.
-                low_probs = F.softmax(low_logits, dim=1)
-                context = gather_patches(low_probs, b, out_y, out_x, self.refiner.context)
-                probs = torch.cat((probs, context), dim=1)
-        rgb = gather_patches(full, b, y, x, self.refiner.patch)  # (N, patch² * 3)
-        mean, std = (v.flatten().repeat(self.refiner.patch**2) for v in (self.mean, self.std))
+        # The cell of each site: nearest, as the dense prediction is expanded.
+        cell_y, cell_x = y * out_h // height, x * out_w // width
+        low_probs, cell_rgb = None, None
+        if (refiner.use_probs and refiner.context > 1) or refiner.guide > 1:
+            low_probs = F.softmax(low_logits, dim=1)  # once per cell, not per site and window
+        if refiner.guide > 1:
+            cell_rgb = normalize_images(area_downscale(full, (out_h, out_w)), self.mean, self.std)
+        windows = self._cell_windows(low_probs, cell_rgb, (b, cell_y, cell_x), share_context)
+        shared, windows = (windows, None) if isinstance(windows, SharedRows) else (None, windows)
+        probs = F.softmax(dense_logits, dim=1) if refiner.use_probs else None
+        rgb = gather_patches(full, b, y, x, refiner.patch)  # (N, patch² * 3)
+        mean, std = (v.flatten().repeat(refiner.patch**2) for v in (self.mean, self.std))
         rgb = normalize_images(rgb, mean, std)
-        return dense_logits, self.refiner.features(rgb, coords, full.shape[-2:], probs)
+        guide, inside = None, None
+        if refiner.guide > 1:
+            inside = torch.stack(
+                ((y + 0.5) * out_h / height - cell_y, (x + 0.5) * out_w / width - cell_x), dim=1
+            )
+            inside = inside * 2.0 - 1.0
+            guide = GuideInputs(cell_rgb, low_logits, low_probs, (b, cell_y, cell_x))
+        feats = refiner.features(rgb, coords, full.shape[-2:], probs, inside, windows)
+        return SiteInputs(dense_logits, feats, shared, guide)
 
-    def sparse_logits(self, sparse: SparseTensor, dense_logits: torch.Tensor) -> torch.Tensor:
+    def _cell_windows(
+        self,
+        low_probs: torch.Tensor | None,
+        cell_rgb: torch.Tensor | None,
+        cells: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        share: bool,
+    ) -> torch.Tensor | SharedRows | None:
+        """The refiner's per-cell input windows (probabilities, then colours): ``SharedRows``
+        over the distinct cells with ``share``, else one row per site; None if it reads none."""
+        refiner = self.refiner
+        parts = []
+        if refiner.use_probs and refiner.context > 1:
+            parts.append((low_probs, refiner.context))
+        if refiner.guide > 1:
+            parts.append((cell_rgb, refiner.guide))
+        if not parts:
+            return None
+        b, cell_y, cell_x = cells
+        index = None
+        if share:
+            out_h, out_w = parts[0][0].shape[2:]
+            cell = (b * out_h + cell_y) * out_w + cell_x
+            cell, index = torch.unique(cell, return_inverse=True)
+            b, cell_y, cell_x = cell // (out_h * out_w), cell // out_w % out_h, cell % out_w
+        rows = torch.cat([gather_patches(maps, b, cell_y, cell_x, side) for maps, side in parts], 1)
+        return rows if index is None else SharedRows(rows, index)
+
+    def sparse_logits(self, sparse: SparseTensor, inputs: SiteInputs) -> torch.Tensor:
         """The refiner's logits at ``sparse``'s sites (a correction of the dense ones if
-        residual)."""
-        logits = self.refiner(sparse)
-        return logits + dense_logits if self.refiner.residual else logits
+        residual), from ``site_inputs``' ``inputs`` at the same sites."""
+        logits = self.refiner(sparse, inputs.shared, inputs.guide)
+        return logits + inputs.dense_logits if self.refiner.residual else logits
 
     def forward(
         self,

@@ -94,7 +94,8 @@ def register(subparsers) -> None:
     refiner.add_argument("--max-fraction", type=float, help="budget in training (share per crop)")
     refiner.add_argument("--scale", type=float, default=0.5, help="dense input scale")
     refiner.add_argument("--widths", type=_ints, default=(16, 32, 64, 128), help="per level")
-    refiner.add_argument("--blocks", type=int, default=1, help="residual blocks per level")
+    refiner.add_argument("--blocks", type=int, default=1,
+                         help="residual blocks per level (0: the stem alone)")  # fmt: skip
     refiner.add_argument("--use-coords", action="store_true",
                          help="also read the site's normalized image coordinates")  # fmt: skip
     refiner.add_argument("--use-probs", action="store_true",
@@ -106,6 +107,13 @@ def register(subparsers) -> None:
     refiner.add_argument("--residual", action="store_true",
                          help="refiner output corrects the dense logits instead of replacing "
                          "them (starts as the dense prediction)")  # fmt: skip
+    refiner.add_argument("--stem-kernel", type=int, choices=(1, 3), default=3,
+                         help="first layer: 3 (submanifold 3x3) or 1 (per site)")  # fmt: skip
+    refiner.add_argument("--guide", type=int, default=1,
+                         help="odd side (>= 3) of the window of dense cells the colour-guided "
+                         "upsampling weighs per site; 1: none")  # fmt: skip
+    refiner.add_argument("--guide-dim", type=int, default=16,
+                         help="width of the guided upsampling's queries and keys")  # fmt: skip
     refiner.add_argument("--dense-images", type=int, default=200,
                          help="train images the dense model runs on once (whole images, at the "
                          "dense scale and, with --distill, full resolution); crops come from "
@@ -161,6 +169,7 @@ def _refiner(args) -> int:
         tau=args.tau, max_fraction=args.max_fraction, scale=args.scale, widths=args.widths,
         blocks=args.blocks, use_coords=args.use_coords, use_probs=args.use_probs,
         patch=args.patch, context=args.context, distill=args.distill, residual=args.residual,
+        stem_kernel=args.stem_kernel, guide=args.guide, guide_dim=args.guide_dim,
         dense_images=args.dense_images,
     )  # fmt: skip
     try:

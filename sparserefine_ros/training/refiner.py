@@ -48,6 +48,9 @@ class RefinerSettings:
     patch: int = 1  # full-resolution RGB window read per site
     context: int = 1  # dense-resolution probability window read per site
     residual: bool = False  # the refiner corrects the dense logits (method.refiner)
+    stem_kernel: int = 3  # 3: submanifold 3x3 stem; 1: per site
+    guide: int = 1  # window of the colour-guided upsampling (method.guide); 1: none
+    guide_dim: int = 16
     distill: float = 0.0  # weight of the full-resolution teacher in the loss (method.training)
     dense_images: int = 200  # train images the dense model runs on once (dense_outputs)
 
@@ -78,7 +81,8 @@ def train_refiner(
         scale=settings.scale, mean=segmenter.mean,
         std=segmenter.std, widths=settings.widths, blocks=settings.blocks,
         use_coords=settings.use_coords, use_probs=settings.use_probs, patch=settings.patch,
-        context=settings.context, residual=settings.residual,
+        context=settings.context, residual=settings.residual, stem_kernel=settings.stem_kernel,
+        guide=settings.guide, guide_dim=settings.guide_dim,
     ).to(ddp.device)  # fmt: skip
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     scheduler = cosine_schedule(optimizer, config.iterations, config.warmup)

@@ -10,12 +10,13 @@ from .backend import (
 from .functional import PER_OFFSET_MIN_DENSITY, down_conv2x2, submanifold_conv3x3, up_conv2x2
 from .maps import build_maps
 from .modules import DownConv2d, SparseBatchNorm, SparseReLU, SubmanifoldConv2d, UpConv2d
-from .tensor import SparseTensor
+from .tensor import SharedRows, SparseTensor
 
 __all__ = [
     "DEFAULT_BACKEND",
     "PER_OFFSET_MIN_DENSITY",
     "DownConv2d",
+    "SharedRows",
     "SparseBatchNorm",
     "SparseConvBackend",
     "SparseReLU",

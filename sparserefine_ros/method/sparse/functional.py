@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .maps import FIXED_SHAPE, down_map, submanifold_map
-from .tensor import SparseTensor
+from .tensor import SharedRows, SparseTensor
 
 # When one gather + one GEMM (im2col) beats one small gather/GEMM/scatter per kernel offset, on
 # the 2-core target CPU (one 3x3 conv, 2048x1024, clustered sites, 16 channels; AMD EPYC,
@@ -71,14 +71,20 @@ def submanifold_conv3x3(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     strategy: str | None = None,
+    shared: SharedRows | None = None,
 ) -> SparseTensor:
     """3x3 submanifold convolution (stride 1, padding 1): output sites are the input sites.
 
     ``strategy`` is ``"per_offset"``, ``"im2col"`` or None for ``default_strategy``; both give
-    the same result up to float rounding.
+    the same result up to float rounding. ``shared`` holds the trailing input channels that
+    groups of sites share (``x.feats`` then holds the leading ones): a narrowing convolution
+    multiplies them once per group.
     """
     out_channels, in_channels = weight.shape[:2]
-    _check_weight(weight, x, (out_channels, in_channels, 3, 3), in_channels)
+    own = in_channels - (0 if shared is None else shared.feats.shape[1])
+    _check_weight(weight, x, (out_channels, in_channels, 3, 3), own)
+    if shared is not None and out_channels >= in_channels:
+        x, shared = shared.expand(x), None
     if strategy is None:
         strategy = default_strategy(x)
     if strategy not in STRATEGIES:
@@ -91,7 +97,10 @@ def submanifold_conv3x3(
         # Narrowing (a stem over wide per-site inputs): multiply every site by all 9 kernel
         # taps first, then gather the narrow products; gathering the wide rows cost 3-4x more
         # (217 -> 16 channels at 42k sites).
-        products = feats @ kernel.permute(1, 0, 2).reshape(in_channels, 9 * out_channels)
+        taps = kernel.permute(1, 0, 2).reshape(in_channels, 9 * out_channels)
+        products = feats @ taps[:own]
+        if shared is not None:
+            products += gather_rows(shared.feats @ taps[own:], shared.index)
         products = products.view(-1, 9, out_channels)
         if strategy == "im2col":
             padded = torch.cat((products, products.new_zeros(1, 9, out_channels)))

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import functional
 from .backend import DEFAULT_BACKEND, get_backend
-from .tensor import SparseTensor
+from .tensor import SharedRows, SparseTensor
 
 
 class _SparseConv(nn.Module):
@@ -59,6 +60,15 @@ class SubmanifoldConv2d(_SparseConv):
 
     _op_name = "submanifold_conv3x3"
     _kernel_size = 3
+
+    def forward(self, x: SparseTensor, shared: SharedRows | None = None) -> SparseTensor:
+        """``shared``: trailing input channels stored once per group of sites (``SharedRows``);
+        the torch backend multiplies them once per group, others get them appended."""
+        if shared is None:
+            return self._op(x, self.weight, self.bias)
+        if self.backend == DEFAULT_BACKEND:
+            return functional.submanifold_conv3x3(x, self.weight, self.bias, shared=shared)
+        return self._op(shared.expand(x), self.weight, self.bias)
 
 
 class DownConv2d(_SparseConv):

@@ -62,3 +62,27 @@ class SparseTensor:
             f"batch_size={self.batch_size}, spatial_shape={self.spatial_shape}, "
             f"stride={self.stride})"
         )
+
+
+class SharedRows:
+    """Trailing input channels that groups of sites share, stored once per group: site ``i``'s
+    channels are ``feats[index[i]]``.
+
+    The refiner's dense context window is the same for every site of one output pixel of the
+    dense model (an output pixel covers 8x8 full-resolution pixels at stride 4 and scale 0.5),
+    so its product with the stem's weights is computed per pixel, not per site.
+    """
+
+    __slots__ = ("feats", "index")
+
+    def __init__(self, feats: torch.Tensor, index: torch.Tensor) -> None:
+        if feats.dim() != 2 or index.dim() != 1:
+            raise ValueError(
+                f"need feats (G, C) and index (N,), got {tuple(feats.shape)}, {tuple(index.shape)}"
+            )
+        self.feats = feats
+        self.index = index
+
+    def expand(self, x: SparseTensor) -> SparseTensor:
+        """``x`` with the shared channels appended to every site's own."""
+        return x.replace(torch.cat((x.feats, self.feats.index_select(0, self.index)), dim=1))
