@@ -7,7 +7,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sparserefine_ros"
 # A room may import rooms of a lower rank, its own, and the neutral top-level modules.
 RANK = {"method": 0, "evaluation": 1, "data": 1, "models": 2, "training": 3, "bags": 4,
         "device_check": 4, "ros": 5, "tools": 6}  # fmt: skip
-NEUTRAL = {"labels", "image_messages", "segmentation_stats", "visualization", "msg", "api"}
+NEUTRAL = {"labels", "image_messages", "segmentation_stats", "visualization", "allocator", "msg",
+           "api"}  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

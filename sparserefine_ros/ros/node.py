@@ -25,6 +25,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import ColorRGBA
 
+from sparserefine_ros.allocator import retain_freed_memory
 from sparserefine_ros.image_messages import ImageError, compressed_to_rgb, image_to_rgb
 from sparserefine_ros.method.errors import CheckpointError
 from sparserefine_ros.method.streaming import StreamedPipeline
@@ -333,6 +334,7 @@ class SparseRefineNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """0 after SIGINT or SIGTERM, 2 if start-up fails, EXIT_DEVICE_LOST if the device fails."""
+    retain_freed_memory()
     rclpy.init(args=argv)
     node = None
     try:

@@ -4,6 +4,8 @@ import argparse
 import importlib
 import sys
 
+from sparserefine_ros.allocator import retain_freed_memory
+
 # Each module under sparserefine_ros.tools named here defines ``register(subparsers)``, which adds
 # its sub-command and sets ``func`` (called with the parsed arguments, returns an exit code).
 COMMANDS = (
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()
     return int(args.func(args) or 0)
 
 
