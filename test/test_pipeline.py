@@ -288,8 +288,11 @@ def test_preprocess_downscales_before_normalising_and_keeps_the_full_image_as_by
 
 
 @pytest.mark.parametrize("size", [(15, 22), (10, 11), (30, 44), (12, 17), (2, 2)])
-def test_area_downscale_averages_blocks_as_area_interpolation(size):
+@pytest.mark.parametrize("layout", ["nchw", "camera"])
+def test_area_downscale_averages_blocks_as_area_interpolation(size, layout):
     images = random_images()  # 30x44: whole factors 2x2, 3x4, 1x1, none, and 15x22 per block
+    if layout == "camera":  # an HWC array viewed as CHW, as camera frames arrive
+        images = images.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     expected = F.interpolate(images.float(), size, mode="area")
     torch.testing.assert_close(area_downscale(images, size), expected, atol=1e-4, rtol=0)
 

@@ -41,11 +41,12 @@ def area_downscale(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """uint8 images (B, C, H, W) averaged over areas to ``size``: float32 (B, C, h, w), contiguous,
     in [0, 255].
 
-    Whole factors of up to 128 pixels per block add the block's strided views in int16, in the
-    order of the images' memory (a camera frame is an HWC array viewed as CHW): on the CPU
-    3x faster than summing over reshaped axes, which copies a non-contiguous view first, and
-    several times faster than ``F.interpolate(mode="area")`` on the float image; the same values.
-    Other sizes take ``F.interpolate``.
+    Whole factors of up to 128 pixels per block add, in int16 and in the order of the images'
+    memory (a camera frame is an HWC array viewed as CHW), first the block's rows (contiguous
+    runs of whole image rows), then its columns: on the 2-core CPU a 2048x1024 frame halves in
+    5 ms and shrinks 8x in 2 ms, 3-6x faster than adding the block's strided views of the
+    whole image and several times faster than ``F.interpolate(mode="area")`` on the float
+    image; the same values. Other sizes take ``F.interpolate``.
     """
     batch, channels, height, width = images.shape
     low_h, low_w = int(size[0]), int(size[1])
@@ -55,18 +56,15 @@ def area_downscale(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if height != fy * low_h or width != fx * low_w or fy * fx > 128:
         return F.interpolate(images.float(), (low_h, low_w), mode="area")
     channels_last = images.permute(0, 2, 3, 1).is_contiguous()
-    pixels, axes = (images.permute(0, 2, 3, 1), (1, 2)) if channels_last else (images, (2, 3))
-
-    def view(dy: int, dx: int) -> torch.Tensor:
-        index = [slice(None)] * 4
-        index[axes[0]], index[axes[1]] = slice(dy, None, fy), slice(dx, None, fx)
-        return pixels[tuple(index)]
-
-    total = view(0, 0).to(torch.int16, memory_format=torch.contiguous_format)
-    for dy in range(fy):
-        for dx in range(fx):
-            if dy or dx:
-                total += view(dy, dx)
+    pixels, row_axis = (images.permute(0, 2, 3, 1), 1) if channels_last else (images, 2)
+    rows = pixels.unflatten(row_axis, (low_h, fy))
+    total = rows.select(row_axis + 1, 0).to(torch.int16, memory_format=torch.contiguous_format)
+    for dy in range(1, fy):
+        total += rows.select(row_axis + 1, dy)
+    cols = total.unflatten(row_axis + 1, (low_w, fx))
+    total = cols.select(row_axis + 2, 0).clone(memory_format=torch.contiguous_format)
+    for dx in range(1, fx):
+        total += cols.select(row_axis + 2, dx)
     if channels_last:
         total = total.permute(0, 3, 1, 2)
     low = torch.empty((batch, channels, low_h, low_w), dtype=torch.float32, device=images.device)
