@@ -129,16 +129,31 @@ def gather_patches(
 
     Maps stored channels-last (camera images: HWC arrays viewed as CHW) are read as one row of
     C values per pixel, 2-3x faster than indexing across the strided channel dimension."""
-    radius = size // 2
-    steps = torch.arange(-radius, radius + 1, device=maps.device)
-    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
-    rows = (y[:, None] + dy.flatten()).clamp_(0, maps.shape[2] - 1)
-    cols = (x[:, None] + dx.flatten()).clamp_(0, maps.shape[3] - 1)
     pixels = maps.permute(0, 2, 3, 1)
     if pixels.is_contiguous():
-        flat = ((b[:, None] * maps.shape[2] + rows) * maps.shape[3] + cols).flatten()
+        flat = window_rows(maps.shape[2:], b, y, x, size).flatten()
         return pixels.reshape(-1, maps.shape[1]).index_select(0, flat).view(b.shape[0], -1)
+    rows, cols = _window(maps.shape[2:], y, x, size)
     return maps[b[:, None], :, rows, cols].flatten(1)  # (N, size * size, C) -> (N, size²C)
+
+
+def window_rows(
+    map_size: Sequence[int], b: torch.Tensor, y: torch.Tensor, x: torch.Tensor, size: int
+) -> torch.Tensor:
+    """(N, size * size) rows of a channels-last (B * H * W, C) view of maps of ``map_size``
+    (H, W) in the ``size`` x ``size`` window around each site, as ``gather_patches`` reads
+    them (edges repeated)."""
+    rows, cols = _window(map_size, y, x, size)
+    return (b[:, None] * int(map_size[0]) + rows) * int(map_size[1]) + cols
+
+
+def _window(map_size: Sequence[int], y: torch.Tensor, x: torch.Tensor, size: int):
+    radius = size // 2
+    steps = torch.arange(-radius, radius + 1, device=y.device)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    rows = (y[:, None] + dy.flatten()).clamp_(0, int(map_size[0]) - 1)
+    cols = (x[:, None] + dx.flatten()).clamp_(0, int(map_size[1]) - 1)
+    return rows, cols
 
 
 def source_positions(
