@@ -99,6 +99,21 @@ def test_train_dense_grows_a_checkpoint_keeping_its_weights(data, dense, tmp_pat
     assert "would drop or reshape weights" in capsys.readouterr().err
 
 
+def test_train_dense_distils_a_teacher(data, dense, tmp_path, capsys):
+    """A student from scratch with the trained model as teacher; the teacher is recorded."""
+    out = tmp_path / "student"
+    args = ["train", "dense", "--arch", "hrnet", "--model-config", DENSE_CONFIG, "--data",
+            str(data), "--out", str(out), "--iterations", "2", "--val-every", "2",
+            *TRAIN]  # fmt: skip
+    assert main([*args, "--teacher", str(dense), "--distill", "0.7"]) == 0
+    card = load_segmenter(out).card
+    assert f'"teacher": "{dense}"' in card and '"distill": 0.7' in card
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] > 0 for r in log)
+    assert main([*args, "--out", str(tmp_path / "bad"), "--distill", "0.5"]) == 1
+    assert "exactly with a teacher" in capsys.readouterr().err
+
+
 def _train_refiner(data, dense, out, *extra) -> int:
     return main(["train", "refiner", "--dense", str(dense), "--data", str(data), "--out", str(out),
                  "--iterations", "3", "--save-every", "1", "--val-every", "2", "--widths", "8,16",

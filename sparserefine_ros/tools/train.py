@@ -85,6 +85,9 @@ def register(subparsers) -> None:
         "--class-aware", type=float, default=0.0,
         help="share of crops centred on a class drawn uniformly from the split's classes",
     )  # fmt: skip
+    dense.add_argument("--teacher", help="checkpoint whose logits are soft targets")
+    dense.add_argument("--distill", type=float, default=0.0,
+                       help="weight in [0, 1] of the teacher's targets")  # fmt: skip
     _common(dense, iterations=2000, lr=2e-3, wd=0.01)
     dense.set_defaults(func=_dense)
 
@@ -145,7 +148,8 @@ def _config(args) -> TrainConfig:
         save_every=args.save_every, workers=args.workers, device=args.device, resume=args.resume,
         stop_at=args.stop_at,
         **({"loss": args.loss, "precision": args.precision, "scale_range": args.scale_range,
-            "class_aware": args.class_aware} if "loss" in args else {}),
+            "class_aware": args.class_aware, "teacher": args.teacher, "distill": args.distill}
+           if "loss" in args else {}),
     )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from sparserefine_ros.models.segmenter import (
 )
 
 from .cards import card_header, card_note, card_record, card_table
-from .losses import dense_loss
+from .losses import dense_loss, distillation_loss
 from .runs import (
     Distributed,
     EpochSampler,
@@ -97,6 +97,23 @@ def _grown(model: nn.Module, family: str, changes: dict) -> nn.Module:
     return grown
 
 
+class _Teacher:
+    """A frozen dense model of a checkpoint: its logits at the input resolution of crops."""
+
+    def __init__(self, checkpoint: str | Path, device: torch.device) -> None:
+        segmenter = load_segmenter(checkpoint, device)
+        if segmenter.num_classes != len(CLASS_NAMES):
+            raise ValueError(f"teacher {checkpoint} predicts {segmenter.num_classes} classes")
+        self.model = segmenter.dense_model
+        if isinstance(self.model, nn.Module):
+            self.model.eval().requires_grad_(False)
+        self.mean = torch.tensor(segmenter.mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(segmenter.std, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return dense_logits_full(self.model, images, self.mean, self.std)
+
+
 def train_dense(
     config: TrainConfig,
     family: str | None = None,
@@ -136,6 +153,7 @@ def train_dense(
     trained = ddp.wrap(model)
     mean = torch.tensor(mean_std[0], device=ddp.device).view(1, 3, 1, 1)
     std = torch.tensor(mean_std[1], device=ddp.device).view(1, 3, 1, 1)
+    teacher = None if config.teacher is None else _Teacher(config.teacher, ddp.device)
     dataset, val = train_dataset(config, ddp), val_samples(config)
     sampler = EpochSampler(len(dataset), config.seed, ddp.rank, ddp.world)
     metrics: dict = {}
@@ -166,7 +184,13 @@ def train_dense(
         images = images.to(ddp.device, memory_format=memory_format(config))
         with autocast(config, ddp.device):
             logits = dense_logits_full(trained, images, mean, std)
-        loss = dense_loss(config.loss, logits, labels.to(ddp.device))
+        labels = labels.to(ddp.device)
+        loss = dense_loss(config.loss, logits, labels)
+        if teacher is not None:
+            with torch.no_grad(), autocast(config, ddp.device):
+                teacher_logits = teacher(images)
+            soft = distillation_loss(logits, teacher_logits.float(), labels)
+            loss = (1.0 - config.distill) * loss + config.distill * soft
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

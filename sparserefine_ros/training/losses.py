@@ -1,4 +1,5 @@
-"""Losses of dense-model training: plain cross-entropy, or OHEM for rare and thin classes.
+"""Losses of dense-model training: plain cross-entropy, or OHEM for rare and thin classes, and
+distillation from a teacher model's logits.
 
 Road, building and sky cover most pixels and are learnt first; averaged cross-entropy then
 spends most of its gradient on pixels the model already gets right. Online hard example mining
@@ -33,6 +34,20 @@ def ohem_cross_entropy(
         bound = max(thresh, float(torch.kthvalue(true_prob, kept).values))
     hard = valid & (torch.exp(-pixel_loss.detach()) <= bound)
     return pixel_loss[hard].mean()
+
+
+def distillation_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of logits (B, C, H, W) against the teacher's probabilities, over the
+    labelled pixels (the teacher says nothing useful where the labels ignore: ego vehicle,
+    unlabelled). A teacher's soft targets carry which classes a pixel resembles, where the
+    labels carry one: a small model trained from scratch learns faster from them."""
+    valid = labels != IGNORE_INDEX
+    if not bool(valid.any()):
+        return logits.sum() * 0.0  # keeps the graph: every DDP rank joins the step
+    soft = -(F.softmax(teacher_logits, dim=1) * F.log_softmax(logits, dim=1)).sum(dim=1)
+    return soft[valid].mean()
 
 
 def dense_loss(name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,8 @@ class TrainConfig:
     class_aware: float = 0.0  # share of rare-class crops (data.cache.TrainingSet)
     loss: str = "ce"  # dense models only (DENSE_LOSSES); the refiner trains the method's loss
     precision: str = "fp32"  # fp32, or bf16 autocast of the forward pass
+    teacher: str | None = None  # dense models only: a checkpoint whose logits are soft targets
+    distill: float = 0.0  # weight of the teacher's targets against the labels' 1 - distill
     resume: bool = False
     stop_at: int | None = None  # leave a resumable state after this iteration (time-limited jobs)
 
@@ -159,6 +161,10 @@ def train_dataset(config: TrainConfig, ddp: Distributed) -> TrainingSet:
 
 
 def check_config(config: TrainConfig) -> None:
+    if not 0.0 <= config.distill <= 1.0 or (config.distill > 0.0) != (config.teacher is not None):
+        raise ValueError(
+            f"distill must be in [0, 1] and > 0 exactly with a teacher: {config.distill}"
+        )
     if config.loss not in DENSE_LOSSES:
         raise ValueError(f"loss must be one of {', '.join(DENSE_LOSSES)}, got {config.loss!r}")
     if config.precision not in PRECISIONS:
