@@ -99,9 +99,17 @@ def test_fixed_stage_needs_a_budget_and_whole_blocks():
 
 
 @pytest.mark.slow
-def test_compiles_as_one_graph_with_the_eager_outputs():
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"widths": (8, 16), "use_probs": True, "residual": True},
+        {"widths": (8,), "blocks": 0, "stem_kernel": 1, "use_probs": True, "patch": 3, "guide": 3},
+    ],
+    ids=["unet", "guided-per-site"],
+)
+def test_compiles_as_one_graph_with_the_eager_outputs(settings):
     """fullgraph=True fails on any graph break (a data-dependent size, a host sync)."""
-    dense, model = dense_model(), refiner(widths=(8, 16), use_probs=True, residual=True)
+    dense, model = dense_model(), refiner(**settings)
     full, low_logits = stage_inputs(model, dense, images())
     compiled = torch.compile(fixed_sparse_stage, fullgraph=True, dynamic=False)
     with torch.inference_mode():
