@@ -69,6 +69,25 @@ class _Tiny(nn.Module):
         return self.conv(x)
 
 
+def test_hrnet_deepened_by_a_block_per_branch_predicts_as_before():
+    """New blocks are the identity (their last BatchNorm starts at zero), whatever the trained
+    weights and statistics: deepening a trained model keeps its prediction."""
+    torch.manual_seed(0)
+    shallow = build_dense_model("hrnet", 7, widths=(8, 16, 32))
+    with torch.no_grad():  # trained-looking: no zero BatchNorm, statistics not the defaults
+        for module in shallow.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    deeper = build_dense_model("hrnet", 7, widths=(8, 16, 32), blocks=2)
+    missing, unexpected = deeper.load_state_dict(shallow.state_dict(), strict=False)
+    assert missing and not unexpected  # only the new blocks are new
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(deeper.eval()(images), shallow.eval()(images))
+
+
 def test_registry_lists_and_builds_both_families():
     assert {"hrnet", "segformer"} <= set(dense_model_names())
     with pytest.raises(ValueError, match="unknown dense model 'nope'"):

@@ -31,12 +31,18 @@ def _conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> nn.Se
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv + BN with an identity shortcut."""
+    """Two 3x3 conv + BN with an identity shortcut.
+
+    The second BatchNorm starts at zero (torchvision's ``zero_init_residual``), so a new block
+    is the identity on its (non-negative) input: ``train dense --init CKPT --model-config
+    '{"blocks": 2}'`` deepens a trained model without changing what it predicts.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv1 = _conv_bn(channels, channels)
         self.conv2 = _conv_bn(channels, channels)
+        nn.init.zeros_(self.conv2[1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.conv2(F.relu(self.conv1(x))))

@@ -84,7 +84,9 @@ def evaluate_dense(
 
 def _grown(model: nn.Module, family: str, changes: dict) -> nn.Module:
     """``model`` rebuilt with ``changes`` to its config, keeping every weight it already had; the
-    config may only add modules (e.g. a context branch), not reshape existing ones."""
+    config may only add modules (a context branch, more blocks per branch), not reshape existing
+    ones. The family's new modules start as the identity, so the grown model predicts as the
+    trained one did."""
     config = {**model.config, **changes}
     config.pop("num_classes")
     grown = build_dense_model(family, model.num_classes, **config)
