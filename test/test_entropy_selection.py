@@ -77,6 +77,20 @@ def test_upsampled_class_map_is_the_argmax_of_the_bilinear_logits(size):
         assert torch.equal(upsampled_class_map(logits, class_map(logits), size), got)
 
 
+@pytest.mark.parametrize("spread", [0.05, 4.0])
+def test_upsampled_class_map_is_exact_with_many_or_few_candidate_classes(spread):
+    # spread 0.05: near-equal logits, so most cells have more than four classes that can win
+    # (every class interpolated); 4.0: two or three per cell (only those interpolated).
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 19, 12, 15, generator=generator) * spread
+    size = (50, 61)
+    upsampled = F.interpolate(logits, size, mode="bilinear", align_corners=False)
+    top2 = upsampled.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-5 * spread
+    got = upsampled_class_map(logits, None, size)
+    assert torch.equal(got[clear], class_map(upsampled)[clear]) and clear.float().mean() > 0.98
+
+
 def test_upsampled_statistics_resize_the_entropy_not_the_logits():
     logits = _smooth_logits(0)
     values, classes = upsampled_statistics(logits, (64, 80))
@@ -120,6 +134,26 @@ def test_budget_keeps_highest_entropy_and_breaks_ties_in_raster_order():
     )
     assert torch.equal(mask, expected)
     assert torch.equal(mask.flatten(1).sum(1), torch.tensor([3, 3]))
+
+
+@pytest.mark.parametrize("levels", [0, 7])
+@pytest.mark.parametrize("fraction", [0.004, 0.05, 0.3])
+def test_budget_on_large_maps_matches_a_full_sort(levels, fraction):
+    # Large maps take the partial selection (sampled floor, then top-k); levels > 0 quantizes
+    # the entropy so tie groups straddle the cut.
+    generator = torch.Generator().manual_seed(levels)
+    values = torch.rand(2, 96, 128, generator=generator)
+    if levels:
+        values = torch.round(values * levels) / levels
+    mask = select_uncertain(values, tau=0.2, max_fraction=fraction)
+    budget = math.ceil(fraction * 96 * 128)
+    for image in range(2):
+        flat = values[image].flatten()
+        kept = torch.nonzero(flat > 0.2).flatten().tolist()
+        ranked = sorted(kept, key=lambda i: (-float(flat[i]), i))[:budget]
+        expected = torch.zeros_like(flat, dtype=torch.bool)
+        expected[ranked] = True
+        assert torch.equal(mask[image].flatten(), expected)
 
 
 def test_budget_above_count_changes_nothing():

@@ -122,7 +122,9 @@ def upsampled_class_map(
     differ = classes != classes.index_select(2, right)
     differ |= classes != down
     differ |= classes != down.index_select(2, right)
-    upsampled = classes.index_select(1, rows).index_select(2, cols)
+    # Columns first, as rows of a 2-D view: a 3-D index_select on the last dimension is slow.
+    upsampled = classes.flatten(0, 1).index_select(1, cols).view(-1, low_h, width)
+    upsampled = upsampled.index_select(1, rows)
     cells = torch.nonzero(differ)
     if cells.shape[0]:
         b, y, x, cell_classes = _cell_classes(logits, cells, rows, cols, (height, width))
@@ -189,11 +191,14 @@ def select_uncertain(
     flat_entropy = entropy.reshape(flat_mask.shape)
     if areas is None:
         areas = torch.ones(flat_mask.shape[1], dtype=torch.int64, device=entropy.device)
-    elif areas.numel() != flat_mask.shape[1] or int(areas.min()) < 1:
+    smallest = int(areas.min())
+    if areas.numel() != flat_mask.shape[1] or smallest < 1:
         raise ValueError(f"areas must be >= 1, one per pixel of an image: {tuple(areas.shape)}")
     areas = areas.reshape(-1).long()
     budget = math.ceil(max_fraction * int(areas.sum()))
-    most_entries = budget // int(areas.min()) + 1  # enough entries to overflow the budget
+    # Enough entries to overflow the budget, and one more: a tie at the cut that the partial
+    # selection does not hold whole shows as the last entry's equal.
+    most_entries = budget // smallest + 2
     for image in range(flat_mask.shape[0]):
         keep, values = flat_mask[image], flat_entropy[image]
         kept = int(keep.sum())
@@ -224,20 +229,22 @@ def _highest(
     values: torch.Tensor, keep: torch.Tensor, kept: int, count: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.topk`` of the ``count`` highest ``values`` (1-D) where ``keep`` (``kept`` of
-    them): values and flat indices. When far more are kept than needed, a histogram of the kept
-    values gives a floor above which at least ``count`` lie and the top-k runs on those only
-    (at tau 0.3 and a 0.5 % budget on 2048x1024: 2.6k of 210k kept, 3.4 -> 1.5 ms)."""
+    them): values and flat indices.
+
+    When far more are kept than needed, every ``_SAMPLE_STRIDE``-th value estimates a floor
+    with about twice ``count`` values above it, and the top-k runs on those only; should fewer
+    than ``count`` lie above it, the top-k runs on all (same result). At tau 0.3 and a 0.5 %
+    budget on 2048x1024: 2.6k of 210k kept."""
     if kept > 8 * count:
-        kept_values = values[keep]
-        low, high = float(kept_values.min()), float(kept_values.max())
-        if high > low:
-            bins = 256
-            from_top = torch.histc(kept_values, bins, low, high).flip(0).cumsum(0)
-            # One bin lower than the histogram says, against rounding at the bin edges.
-            reach = min(int((from_top < count).sum()) + 2, bins)
-            floor = high - reach * (high - low) / bins
-            candidates = torch.nonzero(keep & (values >= floor)).flatten()
-            if candidates.numel() >= count:
-                top, at = torch.topk(values[candidates], count)
-                return top, candidates[at]
+        sample = values[::_SAMPLE_STRIDE]
+        within = min(2 * count // _SAMPLE_STRIDE + 1, sample.numel())
+        sample = torch.where(keep[::_SAMPLE_STRIDE], sample, -math.inf)
+        floor = torch.topk(sample, within).values[-1]
+        candidates = torch.nonzero(keep & (values >= floor)).flatten()
+        if candidates.numel() >= count:
+            top, at = torch.topk(values.index_select(0, candidates), count)
+            return top, candidates.index_select(0, at)
     return torch.topk(torch.where(keep, values, -math.inf), count)
+
+
+_SAMPLE_STRIDE = 8
