@@ -272,9 +272,10 @@ class SparseRefine(nn.Module):
         cell_y, cell_x = y * out_h // height, x * out_w // width
         low_probs, cell_rgb = None, None
         if (refiner.use_probs and refiner.context > 1) or refiner.guide > 1:
-            low_probs = F.softmax(low_logits, dim=1)  # once per cell, not per site and window
+            low_probs = _channels_last_softmax(low_logits)  # once per cell, not per window
         if refiner.guide > 1:
             cell_rgb = normalize_images(area_downscale(full, (out_h, out_w)), self.mean, self.std)
+            cell_rgb = cell_rgb.contiguous(memory_format=torch.channels_last)
         windows = self._cell_windows(low_probs, cell_rgb, (b, cell_y, cell_x), share_context)
         shared, windows = (windows, None) if isinstance(windows, SharedRows) else (None, windows)
         probs = F.softmax(dense_logits, dim=1) if refiner.use_probs else None
@@ -347,6 +348,16 @@ class SparseRefine(nn.Module):
         with stage("fuse"):
             logits, gate = self.ensembler(dense_logits, sparse_logits)
         return RefineOutput(selection, dense_logits, sparse_logits, logits, gate)
+
+
+def _channels_last_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the classes of channels-last logits (B, C, h, w), channels-last too: as rows
+    of C values (``F.softmax`` on the 4-D tensor is slower and returns NCHW, whose windows are
+    then gathered across strided channels)."""
+    batch, num_classes, height, width = logits.shape
+    rows = logits.permute(0, 2, 3, 1).reshape(-1, num_classes)  # a view
+    probs = F.softmax(rows, dim=1)
+    return probs.view(batch, height, width, num_classes).permute(0, 3, 1, 2)
 
 
 def class_maps(output: RefineOutput) -> tuple[torch.Tensor, torch.Tensor]:
