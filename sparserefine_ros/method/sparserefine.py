@@ -212,7 +212,9 @@ class SparseRefine(nn.Module):
             raise ValueError(
                 f"dense model gives {logits.shape[1]} classes, refiner has {self.num_classes}"
             )
-        return logits.float()
+        # Whole class planes (a channels-last model returns channels-last logits): the
+        # statistics and the class map run plane by plane.
+        return logits.float().contiguous()
 
     def select(
         self,
