@@ -78,9 +78,9 @@ def test_upsampled_class_map_is_the_argmax_of_the_bilinear_logits(size):
 
 
 @pytest.mark.parametrize("spread", [0.05, 4.0])
-def test_upsampled_class_map_is_exact_with_many_or_few_candidate_classes(spread):
-    # spread 0.05: near-equal logits, so most cells have more than four classes that can win
-    # (every class interpolated); 4.0: two or three per cell (only those interpolated).
+def test_upsampled_class_map_is_exact_for_near_equal_and_separated_logits(spread):
+    # Unsmoothed logits of 19 classes: spread 0.05 makes many classes near-equal in every cell,
+    # 4.0 leaves one or two clear winners; the class map must be exact either way.
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 19, 12, 15, generator=generator) * spread
     size = (50, 61)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .selection import window_rows
+from .selection import channel_rows, window_rows
 
 
 @dataclass
@@ -60,10 +60,10 @@ class GuidedUpsampling(nn.Module):
         num_classes, height, width = logits.shape[1:]
         # Keys once per cell of the grid (32k at 2048x1024), not per site and window position:
         # the key layer's colour and class columns apply to the rows of each map (no concat).
-        rgb, probs = (_rows(maps) for maps in (inputs.cell_rgb, inputs.low_probs))
+        rgb, probs = (channel_rows(maps) for maps in (inputs.cell_rgb, inputs.low_probs))
         weight = self.key.weight
         keys = torch.addmm(self.key.bias, rgb, weight[:, :3].T).addmm_(probs, weight[:, 3:].T)
-        logit_rows = _rows(logits)
+        logit_rows = channel_rows(logits)
         rows = window_rows((height, width), *inputs.cells, self.window)
         query = self.query(features)
         scores = torch.stack(
@@ -77,8 +77,3 @@ class GuidedUpsampling(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, window={self.window}, dim={self.dim}"
-
-
-def _rows(maps: torch.Tensor) -> torch.Tensor:
-    """(B * h * w, C) rows of maps (B, C, h, w): a view if they are channels-last."""
-    return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])

@@ -179,7 +179,7 @@ def bilinear_at(
     y0, y1, wy = source_positions(y, height, int(full_size[0]))
     x0, x1, wx = source_positions(x, width, int(full_size[1]))
     wy, wx = wy[:, None], wx[:, None]
-    rows = maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+    rows = channel_rows(maps)
     base = b * height
 
     def corner(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
@@ -187,3 +187,9 @@ def bilinear_at(
 
     top = torch.lerp(corner(y0, x0), corner(y0, x1), wx)
     return torch.lerp(top, torch.lerp(corner(y1, x0), corner(y1, x1), wx), wy)
+
+
+def channel_rows(maps: torch.Tensor) -> torch.Tensor:
+    """(B * h * w, C) rows of C values of maps (B, C, h, w), one per pixel: a view if the maps
+    are channels-last, else a copy in that order."""
+    return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])

@@ -16,7 +16,14 @@ from .ensembler import GatedEnsembler
 from .entropy import Statistics, pixel_statistics, select_uncertain, upsampled_statistics
 from .guide import GuideInputs
 from .refiner import SparseRefiner
-from .selection import Selection, bilinear_at, block_spans, gather_patches, nearest_indices
+from .selection import (
+    Selection,
+    bilinear_at,
+    block_spans,
+    channel_rows,
+    gather_patches,
+    nearest_indices,
+)
 from .sparse import DEFAULT_BACKEND, SharedRows, SparseTensor
 from .timing import EventTimer, StageTimer
 
@@ -357,8 +364,7 @@ def _channels_last_softmax(logits: torch.Tensor) -> torch.Tensor:
     of C values (``F.softmax`` on the 4-D tensor is slower and returns NCHW, whose windows are
     then gathered across strided channels)."""
     batch, num_classes, height, width = logits.shape
-    rows = logits.permute(0, 2, 3, 1).reshape(-1, num_classes)  # a view
-    probs = F.softmax(rows, dim=1)
+    probs = F.softmax(channel_rows(logits), dim=1)
     return probs.view(batch, height, width, num_classes).permute(0, 3, 1, 2)
 
 
