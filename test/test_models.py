@@ -147,6 +147,17 @@ def test_segformer_from_a_saved_transformers_directory(tmp_path):
         torch.testing.assert_close(loaded.dense_model(x), model(x), rtol=0, atol=0)
 
 
+def test_segformer_from_scratch_has_he_initialised_convolutions():
+    model = build_dense_model("segformer", len(NAMES), hidden_sizes=[32, 64, 160, 256])
+    stages = model.model.segformer.stages
+    patch_embedding = stages[0].patch_embeddings.proj  # 7x7, 3 -> 32 channels
+    depthwise = stages[3].blocks[0].mlp.dwconv.dwconv  # 3x3, one filter per channel
+    for conv, fan_out in ((patch_embedding, 7 * 7 * 32), (depthwise, 3 * 3)):
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.1)
+    # transformers' own draw (std 0.02) stays on the linear layers, as in the reference.
+    assert stages[3].blocks[0].mlp.fc1.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
 def _roundtrip(segmenter: Segmenter, directory) -> None:
     # One thread: multi-threaded scatter-adds may sum in another order, and an untrained model's
     # near-tied logits would turn that rounding into different classes.
