@@ -52,11 +52,23 @@ def init_convolutions_fan_out(model: nn.Module) -> None:
 class SegFormer(nn.Module):
     """``SegformerForSemanticSegmentation`` as a plain ``images -> logits (1/4 resolution)`` module.
 
-    Keyword arguments are ``SegformerConfig`` fields (defaults: ``TINY``).
+    Keyword arguments are ``SegformerConfig`` fields (defaults: ``TINY``); ``pretrained`` wraps
+    a loaded model instead (``from_pretrained``), so a large one is not also built at random.
     """
 
-    def __init__(self, num_classes: int, **config) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        pretrained: SegformerForSemanticSegmentation | None = None,
+        **config,
+    ) -> None:
         super().__init__()
+        if pretrained is not None:
+            if config or pretrained.config.num_labels != num_classes:
+                raise ValueError("a pretrained SegFormer brings its own config and classes")
+            self.model = pretrained
+            return
         unknown = set(config) - set(ARCHITECTURE_KEYS)
         if unknown:
             raise ValueError(f"unknown SegFormer config keys: {sorted(unknown)}")
@@ -88,12 +100,8 @@ class SegFormer(nn.Module):
             directory, local_files_only=True
         )
         hf_config = hf_model.config
-        model = cls(
-            hf_config.num_labels, **{key: getattr(hf_config, key) for key in ARCHITECTURE_KEYS}
-        )
-        model.model = hf_model
         names = [str(hf_config.id2label[i]) for i in range(hf_config.num_labels)]
-        return model.eval(), names
+        return cls(hf_config.num_labels, pretrained=hf_model).eval(), names
 
     def save_pretrained(self, directory: str | Path, class_names: list[str]) -> None:
         """Write a directory ``from_pretrained`` (and plain ``transformers``) can read."""
