@@ -49,3 +49,24 @@ def test_output_head_learns_from_identity_start():
     # Zero-initialised last layers still receive gradients (the start is not a dead end).
     assert ensembler.head[-1].weight.grad.abs().sum() > 0
     assert ensembler.gate[-1].weight.grad.abs().sum() > 0
+
+
+def test_matches_the_formula_on_the_concatenated_inputs():
+    # Trained-like weights everywhere (not the zero start): the gate reads [p1; p2; e1; e2]
+    # in that order, the head corrects the blend, and gradients reach every parameter.
+    torch.manual_seed(2)
+    ensembler = GatedEnsembler(num_classes=4, hidden=6)
+    with torch.no_grad():
+        for parameter in ensembler.parameters():
+            parameter.normal_()
+    dense, sparse = torch.randn(9, 4) * 3, torch.randn(9, 4) * 3
+    logits, gate = ensembler(dense, sparse)
+
+    p1, p2 = dense.softmax(1), sparse.softmax(1)
+    e1, e2 = (-(p * p.log()).sum(1, keepdim=True) for p in (p1, p2))
+    w = torch.sigmoid(ensembler.gate(torch.cat((p1, p2, e1, e2), 1)))
+    fused = w * dense + (1 - w) * sparse
+    torch.testing.assert_close(gate, w.squeeze(1))
+    torch.testing.assert_close(logits, fused + ensembler.head(fused))
+    (logits.sum() + gate.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ensembler.parameters())

@@ -321,9 +321,8 @@ class SparseRefine(nn.Module):
         b, cell_y, cell_x = cells
         index = None
         if share:
-            out_h, out_w = parts[0][0].shape[2:]
-            cell = (b * out_h + cell_y) * out_w + cell_x
-            cell, index = torch.unique(cell, return_inverse=True)
+            batch, _, out_h, out_w = parts[0][0].shape
+            cell, index = _distinct((b * out_h + cell_y) * out_w + cell_x, batch * out_h * out_w)
             b, cell_y, cell_x = cell // (out_h * out_w), cell // out_w % out_h, cell % out_w
         rows = torch.cat([gather_patches(maps, b, cell_y, cell_x, side) for maps, side in parts], 1)
         return rows if index is None else SharedRows(rows, index)
@@ -357,6 +356,16 @@ class SparseRefine(nn.Module):
         with stage("fuse"):
             logits, gate = self.ensembler(dense_logits, sparse_logits)
         return RefineOutput(selection, dense_logits, sparse_logits, logits, gate)
+
+
+def _distinct(values: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(values, return_inverse=True)`` for integers in [0, ``size``): a flag per
+    possible value and a running count of them, linear in sites and cells, instead of a sort
+    of the sites (100k at a 5 % budget on a 2048x1024 frame)."""
+    seen = torch.zeros(size, dtype=torch.bool, device=values.device)
+    seen[values] = True
+    rank = torch.cumsum(seen, 0) - 1
+    return torch.nonzero(seen).flatten(), rank.index_select(0, values)
 
 
 def _channels_last_softmax(logits: torch.Tensor) -> torch.Tensor:
