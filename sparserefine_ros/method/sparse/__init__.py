@@ -8,7 +8,7 @@ from .backend import (
     register_backend,
 )
 from .functional import PER_OFFSET_MIN_DENSITY, down_conv2x2, submanifold_conv3x3, up_conv2x2
-from .maps import build_maps
+from .maps import build_maps, distinct_cells
 from .modules import DownConv2d, SparseBatchNorm, SparseReLU, SubmanifoldConv2d, UpConv2d
 from .tensor import SharedRows, SparseTensor
 
@@ -25,6 +25,7 @@ __all__ = [
     "UpConv2d",
     "available_backends",
     "build_maps",
+    "distinct_cells",
     "down_conv2x2",
     "get_backend",
     "register_backend",

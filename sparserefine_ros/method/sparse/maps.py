@@ -116,11 +116,7 @@ def _build_down_map(x: SparseTensor) -> DownMap:
     num_fine = x.num_sites
     b, y, xx = x.coords.unbind(1)
     flat = (b * coarse_h + y // 2) * coarse_w + xx // 2
-    lookup = torch.full((x.batch_size * coarse_h * coarse_w,), -1, dtype=torch.int64, device=device)
-    lookup[flat] = 0
-    occupied = torch.nonzero(lookup == 0).squeeze(1)
-    lookup[occupied] = torch.arange(occupied.numel(), device=device)
-    parent = lookup[flat]
+    occupied, parent = distinct_cells(flat, x.batch_size * coarse_h * coarse_w)
     fine_index = parent * 4 + (y % 2) * 2 + xx % 2
     table = torch.full((occupied.numel() * 4,), num_fine, dtype=torch.int64, device=device)
     table[fine_index] = torch.arange(num_fine, device=device)
@@ -136,6 +132,16 @@ def _build_down_map(x: SparseTensor) -> DownMap:
         table.view(-1, 4),
         fine_index,
     )
+
+
+def distinct_cells(cells: torch.Tensor, num_cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(cells, return_inverse=True)`` for cell indices in [0, ``num_cells``): a
+    flag per cell of the grid and a running count of them, linear in sites and cells, instead of
+    a sort of the sites (100k for a 5 % budget on a 2048x1024 frame)."""
+    seen = torch.zeros(num_cells, dtype=torch.bool, device=cells.device)
+    seen[cells] = True
+    rank = torch.cumsum(seen, 0) - 1
+    return torch.nonzero(seen).flatten(), rank.index_select(0, cells)
 
 
 def build_maps(x: SparseTensor, num_levels: int) -> SparseTensor:
